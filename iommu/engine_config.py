@@ -1,0 +1,44 @@
+"""What a translation engine needs to know about its unit: capabilities and cache settings.
+
+The same numbers fill the C engine's ``iommu_config`` struct (cext/iommu_engine.h).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POLICIES = {"lru": 0, "fifo": 1, "random": 2}
+
+# Access bits of a request.
+ACCESS_WRITE = 1
+ACCESS_EXECUTE = 2
+ACCESS_PRIVILEGED = 4
+
+# Flag bits of a translation result.
+FLAG_IOTLB_HIT = 1
+FLAG_CONTEXT_HIT = 2
+FLAG_STALE = 4
+FLAG_FAULT_RECORDED = 8
+FLAG_PASSTHROUGH = 16
+
+NO_PASID = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    haw: int = 48  # host address width: pointer bits at and above it are reserved
+    mgaw: int = 48
+    sagaw: int = 0b00110
+    sllps: int = 0b11  # bit 0: 2 MiB, bit 1: 1 GiB
+    dt: int = 1
+    pt: int = 1
+    sc: int = 1
+    domain_id_bits: int = 16
+    nfr: int = 8
+    psi: int = 1
+    mamv: int = 9
+    context_entries: int = 64
+    iotlb_entries: int = 512
+    policy: int = 0
+    seed: int = 1
+    collapse_faults: int = 0
+    track_stale: int = 1
