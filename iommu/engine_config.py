@@ -12,6 +12,8 @@ POLICIES = {"lru": 0, "fifo": 1, "random": 2}
 ACCESS_WRITE = 1
 ACCESS_EXECUTE = 2
 ACCESS_PRIVILEGED = 4
+ACCESS_TRANSLATION_REQUEST = 8  # an ATS translation request from a device-TLB
+ACCESS_TRANSLATED = 16  # a translated request (address already translated by ATS)
 
 # Flag bits of a translation result.
 FLAG_IOTLB_HIT = 1

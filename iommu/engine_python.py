@@ -11,6 +11,8 @@ from collections import OrderedDict
 from iommu.engine_config import (
     ACCESS_EXECUTE,
     ACCESS_PRIVILEGED,
+    ACCESS_TRANSLATED,
+    ACCESS_TRANSLATION_REQUEST,
     ACCESS_WRITE,
     FLAG_CONTEXT_HIT,
     FLAG_FAULT_RECORDED,
@@ -402,7 +404,16 @@ class PythonEngine:
         return result
 
     def _translate_with_context(self, ctx, sid, iova, access, write, pasid, flags):
-        """Address width, then pass-through, IOTLB or walk. A fault is returned, not recorded."""
+        """Request type, address width, then pass-through, IOTLB or walk.
+
+        A fault is returned, not recorded. Context TT (spec 9.3): 00 blocks translation
+        and translated requests; 01 allows them; 10 (pass-through) blocks them.
+        """
+        if access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED):
+            if ctx.tt != TT_ALL:
+                return FR.TRANSLATION_REQUEST_BLOCKED, 0, 0, flags
+            if access & ACCESS_TRANSLATED:  # already a host address: passes as it is
+                return 0, iova, _PAGE_4K, flags | FLAG_PASSTHROUGH
         if iova >> ctx.width:  # spec 3.6: input address above 2^min(MGAW, AGAW) - 1
             return FR.ADDRESS_BEYOND_WIDTH, 0, 0, flags
         if ctx.tt == TT_PASSTHROUGH:
@@ -443,7 +454,11 @@ class PythonEngine:
         fresh = (fault, 0)
         leaf = None
         if not fault:
-            if iova >> fresh_ctx.width:
+            if access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED) and fresh_ctx.tt != TT_ALL:
+                fresh = (FR.TRANSLATION_REQUEST_BLOCKED, 0)
+            elif access & ACCESS_TRANSLATED:
+                fresh = (0, iova)
+            elif iova >> fresh_ctx.width:
                 fresh = (FR.ADDRESS_BEYOND_WIDTH, 0)
             elif fresh_ctx.tt == TT_PASSTHROUGH:
                 fresh = (0, iova)

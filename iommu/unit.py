@@ -14,6 +14,8 @@ from iommu.domain import Domain
 from iommu.engine_config import (
     ACCESS_EXECUTE,
     ACCESS_PRIVILEGED,
+    ACCESS_TRANSLATED,
+    ACCESS_TRANSLATION_REQUEST,
     ACCESS_WRITE,
     FLAG_CONTEXT_HIT,
     FLAG_FAULT_RECORDED,
@@ -40,6 +42,8 @@ _FAULT_BY_CODE = [None] + [None] * 255
 for _reason in FaultReason:
     _FAULT_BY_CODE[_reason.value] = _reason
 
+_REQUEST_TYPES = {"untranslated": 0, "translation": ACCESS_TRANSLATION_REQUEST,
+                  "translated": ACCESS_TRANSLATED}
 _GSTS_PERSISTENT = GCMD_TE | (1 << 26) | (1 << 25) | (1 << 23)  # TES, QIES, IRES, CFIS
 GRANULARITY = {"global": 1, "domain": 2, "device": 3, "page": 3}
 _GRANULARITY_NAME_CONTEXT = {1: "global", 2: "domain", 3: "device", 0: "invalid"}
@@ -242,9 +246,16 @@ class RemappingUnit:
         pasid: int | None = None,
         execute: bool = False,
         privileged: bool = False,
+        request: str = "untranslated",
     ) -> TranslationResult:
+        """Translate one DMA request.
+
+        ``request`` is "untranslated" (ordinary DMA), "translation" (an ATS translation
+        request from a device-TLB) or "translated" (a request carrying an address the
+        device already translated); the context entry's TT decides which are allowed.
+        """
         access = (ACCESS_WRITE if write else 0) | (ACCESS_EXECUTE if execute else 0) | (
-            ACCESS_PRIVILEGED if privileged else 0)
+            ACCESS_PRIVILEGED if privileged else 0) | _REQUEST_TYPES[request]
         fault, hpa, size, flags = self._engine_translate(
             source_id, iova, access, NO_PASID if pasid is None else pasid)
         return TranslationResult(_FAULT_BY_CODE[fault], hpa, size, flags)
