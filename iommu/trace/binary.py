@@ -138,13 +138,13 @@ def _open_binary(path):
     import contextlib
     import gzip
 
-    if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
+    if isinstance(path, (bytes, bytearray, memoryview)):  # the trace itself, in memory
+        return contextlib.nullcontext(io.BytesIO(path))
+    if isinstance(path, str) or hasattr(path, "__fspath__"):
         p = os.fspath(path)
         if os.fsdecode(p).endswith(".gz"):
             return gzip.open(p, "rb")
         return open(p, "rb", buffering=0)
-    if isinstance(path, (bytes, bytearray, memoryview)):
-        return contextlib.nullcontext(io.BytesIO(path))
     return contextlib.nullcontext(path)
 
 
@@ -329,7 +329,8 @@ def record_problem(rec: bytes) -> Optional[str]:
 
 
 def read_binary(path, skip_bad: bool = False) -> BinaryReader:
-    """A streaming reader of a binary trace (iterate it for TraceEvents)."""
+    """A streaming reader of a binary trace (iterate it for TraceEvents). `path` is a file
+    name, an open binary file, or the trace's bytes."""
     return BinaryReader(path, skip_bad=skip_bad)
 
 

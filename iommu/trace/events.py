@@ -251,8 +251,10 @@ MAX_EXAMPLES = 10
 
 def display_name(path) -> str:
     """What error messages call a path or an open file."""
-    if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
-        return str(path if not isinstance(path, bytes) else path.decode(errors="replace"))
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    if isinstance(path, str) or hasattr(path, "__fspath__"):
+        return str(path)
     return str(getattr(path, "name", None) or "<stream>")
 
 
