@@ -1,7 +1,6 @@
 """`iommu trace ...`: convert between trace formats, generate synthetic traces, summarise one."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter, defaultdict
@@ -73,7 +72,7 @@ def _err(msg: str) -> None:
     print(f"iommu trace: error: {msg}", file=sys.stderr)
 
 
-def _ftrace_options(args, fmt_hint) -> dict:
+def _ftrace_options(args) -> dict:
     opts = {}
     if getattr(args, "iommu_device", None):
         opts["iommu_device"] = args.iommu_device
@@ -101,7 +100,7 @@ def _convert(args) -> int:
     from .formats import detect_format
 
     try:
-        opts = _ftrace_options(args, None)
+        opts = _ftrace_options(args)
         if opts and detect_format(args.input, args.from_format) != "ftrace":
             _err("--iommu-device, --coherent and --no-align apply to ftrace input only")
             return 2

@@ -49,7 +49,7 @@ _PCI_RE = re.compile(
 
 
 def parse_pci_name(name: str) -> Tuple[int, int, int, int]:
-    """`'0000:03:00.0'` or `'03:00.0'` (hex, as lspci prints) -> (segment, bus, device, function)."""
+    """`'0000:03:00.0'` or `'03:00.0'` (hex, as lspci prints) -> (segment, bus, dev, fn)."""
     m = _PCI_RE.match(name.strip()) if isinstance(name, str) else None
     if not m:
         raise ValueError(f"not a PCI name (want SSSS:BB:DD.F or BB:DD.F): {name!r}")

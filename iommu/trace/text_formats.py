@@ -11,6 +11,7 @@ from typing import Iterable
 
 from .events import (
     KEYS,
+    TraceError,
     TraceEvent,
     TraceReader,
     atomic_output,
@@ -53,8 +54,6 @@ class CsvReader(TraceReader):
 
     def _header(self, row, line):
         # A bad header makes every row meaningless: it is an error even with skip_bad.
-        from .events import TraceError
-
         header = [c.strip().lower() for c in row]
         unknown = [c for c in header if c not in _KNOWN]
         if unknown:

@@ -20,7 +20,6 @@ from iommu.trace import (
     write_csv,
     write_jsonl,
 )
-from iommu.trace import binary as binmod
 from trace_strategies import event_lists
 
 EVS = [

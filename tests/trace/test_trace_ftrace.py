@@ -165,7 +165,8 @@ BAD_LINES = [
 
 @pytest.mark.parametrize("line, problem", BAD_LINES)
 def test_bad_lines_name_file_and_line(tmp_path, line, problem):
-    good = "  x-1 [000] ..... 1.0: dma_unmap_page: 0000:03:00.0 dir=TO_DEVICE dma_addr=1000 size=4096 attrs=\n"
+    good = ("  x-1 [000] ..... 1.0: dma_unmap_page: 0000:03:00.0 dir=TO_DEVICE dma_addr=1000 "
+            "size=4096 attrs=\n")
     p = tmp_path / "t.txt"
     p.write_text("# tracer: nop\n" + good + line + "\n" + good)
     with pytest.raises(TraceError, match=problem) as ei:
