@@ -2,6 +2,7 @@
 
 `parse`, `load` and `Dmar` are re-exported here for convenience.
 """
+
 from iommu.acpi.dmar import Dmar, DmarError, Finding, load, parse
 
 __all__ = ["Dmar", "DmarError", "Finding", "load", "parse"]

@@ -4,12 +4,19 @@ The format is one ``NAME @ 0xADDRESS`` line per table, then lines like
 ``  0000: 44 4D 41 52 ...  DMAR....`` (offset, up to 16 hex bytes, ASCII). The raw data
 block at the end of an ``iasl -d`` listing has the same shape and is read too.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-__all__ = ["AcpiTableDump", "AcpidumpError", "extract_dmar", "looks_like_acpidump", "parse_acpidump"]
+__all__ = [
+    "AcpiTableDump",
+    "AcpidumpError",
+    "extract_dmar",
+    "looks_like_acpidump",
+    "parse_acpidump",
+]
 
 _NAME_LINE = re.compile(r"^\s*([A-Za-z0-9_!$]{4})\s+@\s+(0x[0-9A-Fa-f]+)\s*$")
 _HEX_LINE = re.compile(r"^\s*([0-9A-Fa-f]{4,8}):\s(.*)$")
@@ -52,7 +59,10 @@ def parse_acpidump(text: str) -> list[AcpiTableDump]:
         named = _NAME_LINE.match(line)
         if named:
             finish()
-            current, buf = AcpiTableDump(named.group(1), int(named.group(2), 16), b"", number), bytearray()
+            current, buf = (
+                AcpiTableDump(named.group(1), int(named.group(2), 16), b"", number),
+                bytearray(),
+            )
             continue
         parsed = _hex_tokens(line)
         if parsed is None:

@@ -22,6 +22,7 @@ JSON form (see CONTRACT.md)
     ``checksum``, ``checksum_ok`` and ``type_id`` (when ``type`` names a known type) may
     be left out, and integer fields may be written as ``"0x..."`` strings.
 """
+
 from __future__ import annotations
 
 import copy
@@ -174,7 +175,7 @@ def _trailing() -> Any:
 
 # --------------------------------------------------------------------------- device scopes
 
-Path_ = list[tuple[int, int]]
+PciPath = list[tuple[int, int]]
 
 
 @dataclass
@@ -189,7 +190,7 @@ class DeviceScope:
     flags: int = field(default=0, metadata=_json(_INT))
     enumeration_id: int = field(default=0, metadata=_json(_INT))
     start_bus: int = field(default=0, metadata=_json(_INT))
-    path: Path_ = field(default_factory=list, metadata=_json(_PATH))
+    path: PciPath = field(default_factory=list, metadata=_json(_PATH))
     reserved: bytes = _reserved(1)
     trailing: bytes = _trailing()
     length: int | None = _derived()
@@ -247,9 +248,15 @@ class DeviceScope:
 
     def _to_bytes(self, where: int) -> bytes:
         try:
-            body = b"".join(wire.PciPathEntry.build({"device": d, "function": f}) for d, f in self.path)
+            body = b"".join(
+                wire.PciPathEntry.build({"device": d, "function": f}) for d, f in self.path
+            )
             body += bytes(self.trailing)
-            length = self.length if self.length is not None else wire.DEVICE_SCOPE_HEADER_SIZE + len(body)
+            length = (
+                self.length
+                if self.length is not None
+                else wire.DEVICE_SCOPE_HEADER_SIZE + len(body)
+            )
             header = wire.DeviceScopeHeader.build(
                 {
                     "type": self.type_id,
@@ -261,7 +268,9 @@ class DeviceScope:
                 }
             )
         except (ConstructError, TypeError, ValueError) as exc:
-            raise DmarError(f"cannot build {self.type} device scope: {exc}", where, "build") from None
+            raise DmarError(
+                f"cannot build {self.type} device scope: {exc}", where, "build"
+            ) from None
         return header + body
 
     @classmethod
@@ -280,7 +289,9 @@ class DeviceScope:
                 )
             length = data[pos + 1]
             if length == 0:
-                raise DmarError(f"device scope in the {owner} has length 0", pos + 1, "scope-zero-length")
+                raise DmarError(
+                    f"device scope in the {owner} has length 0", pos + 1, "scope-zero-length"
+                )
             if length < wire.DEVICE_SCOPE_HEADER_SIZE:
                 raise DmarError(
                     f"device scope length {length} is shorter than its "
@@ -337,7 +348,6 @@ class RemappingStructure:
     computed when serialized); ``type`` and ``type_id`` say what they are.
     """
 
-    TYPE: ClassVar[int]
     FIELDS: ClassVar[Struct]  # the wire layout of the fixed part after type and length
     HAS_SCOPES: ClassVar[bool] = False
     type_id: int
@@ -368,7 +378,7 @@ class RemappingStructure:
         for scope in getattr(self, "device_scopes", []):
             start = where + len(out)
             blob = scope._to_bytes(start)
-            layout.place(scope, start, len(blob), _declared_length(blob, 1, 1))
+            layout.place(scope, start, _declared_length(blob, 1, 1))
             out += blob
         return bytes(out)
 
@@ -378,7 +388,11 @@ class RemappingStructure:
         except (ConstructError, TypeError, ValueError) as exc:
             raise DmarError(f"cannot build {self.type}: {exc}", where, "build") from None
         tail = self._tail_bytes(where + wire.STRUCTURE_HEADER_SIZE + len(fixed), layout)
-        length = self.length if self.length is not None else wire.STRUCTURE_HEADER_SIZE + len(fixed) + len(tail)
+        length = (
+            self.length
+            if self.length is not None
+            else wire.STRUCTURE_HEADER_SIZE + len(fixed) + len(tail)
+        )
         try:
             header = wire.RemappingStructureHeader.build({"type": self.type_id, "length": length})
         except (ConstructError, TypeError, ValueError) as exc:
@@ -389,7 +403,9 @@ class RemappingStructure:
     def _parse(cls, data: bytes, pos: int, length: int) -> RemappingStructure:
         fixed_end = pos + cls.fixed_size()
         values = _parse_wire(cls.FIELDS, data, pos + wire.STRUCTURE_HEADER_SIZE)
-        values.update(cls._parse_tail(data, fixed_end, pos + length, f"{cls.__name__.upper()} at {pos:#x}"))
+        values.update(
+            cls._parse_tail(data, fixed_end, pos + length, f"{cls.__name__.upper()} at {pos:#x}")
+        )
         return cls(**values, length=length, offset=pos)  # type: ignore[call-arg]
 
     @classmethod
@@ -402,7 +418,7 @@ class RemappingStructure:
         offset, length = _placed(self, layout)
         d = _to_json(self, self.type, self.type_id, offset, length)
         if layout is not None and "device_scopes" in d:
-            d["device_scopes"] = [s.to_dict(layout) for s in getattr(self, "device_scopes")]
+            d["device_scopes"] = [s.to_dict(layout) for s in self.device_scopes]
         return d
 
     @staticmethod
@@ -419,7 +435,7 @@ class RemappingStructure:
 class Drhd(RemappingStructure):
     """DMA Remapping Hardware Unit Definition (type 0): one remapping unit."""
 
-    TYPE: ClassVar[int] = StructureType.DRHD
+    type_id: ClassVar[int] = StructureType.DRHD  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.DrhdFields
     HAS_SCOPES: ClassVar[bool] = True
 
@@ -430,8 +446,6 @@ class Drhd(RemappingStructure):
     device_scopes: list[DeviceScope] = field(default_factory=list, metadata=_json(_SCOPES))
     length: int | None = _derived()
     offset: int | None = _derived()
-
-    type_id: ClassVar[int] = StructureType.DRHD  # type: ignore[misc]
 
     @property
     def include_pci_all(self) -> bool:
@@ -448,7 +462,7 @@ class Drhd(RemappingStructure):
 class Rmrr(RemappingStructure):
     """Reserved Memory Region Reporting (type 1): memory the listed devices may DMA to."""
 
-    TYPE: ClassVar[int] = StructureType.RMRR
+    type_id: ClassVar[int] = StructureType.RMRR  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.RmrrFields
     HAS_SCOPES: ClassVar[bool] = True
 
@@ -460,14 +474,12 @@ class Rmrr(RemappingStructure):
     length: int | None = _derived()
     offset: int | None = _derived()
 
-    type_id: ClassVar[int] = StructureType.RMRR  # type: ignore[misc]
-
 
 @dataclass
 class Atsr(RemappingStructure):
     """Root Port ATS Capability Reporting (type 2): root ports that support ATS."""
 
-    TYPE: ClassVar[int] = StructureType.ATSR
+    type_id: ClassVar[int] = StructureType.ATSR  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.AtsrFields
     HAS_SCOPES: ClassVar[bool] = True
 
@@ -477,8 +489,6 @@ class Atsr(RemappingStructure):
     reserved: bytes = _reserved(1)
     length: int | None = _derived()
     offset: int | None = _derived()
-
-    type_id: ClassVar[int] = StructureType.ATSR  # type: ignore[misc]
 
     @property
     def all_ports(self) -> bool:
@@ -490,7 +500,7 @@ class Atsr(RemappingStructure):
 class Rhsa(RemappingStructure):
     """Remapping Hardware Static Affinity (type 3): the NUMA node of a unit."""
 
-    TYPE: ClassVar[int] = StructureType.RHSA
+    type_id: ClassVar[int] = StructureType.RHSA  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.RhsaFields
 
     register_base: int = field(default=0, metadata=_json(_INT))
@@ -499,8 +509,6 @@ class Rhsa(RemappingStructure):
     trailing: bytes = _trailing()
     length: int | None = _derived()
     offset: int | None = _derived()
-
-    type_id: ClassVar[int] = StructureType.RHSA  # type: ignore[misc]
 
     def _tail_bytes(self, where: int, layout: _Layout) -> bytes:
         return bytes(self.trailing)
@@ -518,7 +526,7 @@ class Andd(RemappingStructure):
     NUL-terminated, followed by ``trailing`` (padding some firmware adds).
     """
 
-    TYPE: ClassVar[int] = StructureType.ANDD
+    type_id: ClassVar[int] = StructureType.ANDD  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.AnddFields
 
     device_number: int = field(default=0, metadata=_json(_INT))
@@ -529,13 +537,13 @@ class Andd(RemappingStructure):
     length: int | None = _derived()
     offset: int | None = _derived()
 
-    type_id: ClassVar[int] = StructureType.ANDD  # type: ignore[misc]
-
     def _tail_bytes(self, where: int, layout: _Layout) -> bytes:
         try:
             name = self.object_name.encode("latin-1")
         except UnicodeEncodeError as exc:
-            raise DmarError(f"ANDD object name is not Latin-1/ASCII: {exc}", where, "build") from None
+            raise DmarError(
+                f"ANDD object name is not Latin-1/ASCII: {exc}", where, "build"
+            ) from None
         return name + (b"\0" if self.name_terminated else b"") + bytes(self.trailing)
 
     @classmethod
@@ -551,7 +559,7 @@ class Andd(RemappingStructure):
 class Satc(RemappingStructure):
     """SoC Integrated Address Translation Cache (type 5): SoC devices with an ATC."""
 
-    TYPE: ClassVar[int] = StructureType.SATC
+    type_id: ClassVar[int] = StructureType.SATC  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.SatcFields
     HAS_SCOPES: ClassVar[bool] = True
 
@@ -561,8 +569,6 @@ class Satc(RemappingStructure):
     reserved: bytes = _reserved(1)
     length: int | None = _derived()
     offset: int | None = _derived()
-
-    type_id: ClassVar[int] = StructureType.SATC  # type: ignore[misc]
 
     @property
     def atc_required(self) -> bool:
@@ -574,7 +580,7 @@ class Satc(RemappingStructure):
 class Sidp(RemappingStructure):
     """SoC Integrated Device Property (type 6): properties of SoC devices (in scope flags)."""
 
-    TYPE: ClassVar[int] = StructureType.SIDP
+    type_id: ClassVar[int] = StructureType.SIDP  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.SidpFields
     HAS_SCOPES: ClassVar[bool] = True
 
@@ -583,8 +589,6 @@ class Sidp(RemappingStructure):
     reserved: bytes = _reserved(2)
     length: int | None = _derived()
     offset: int | None = _derived()
-
-    type_id: ClassVar[int] = StructureType.SIDP  # type: ignore[misc]
 
 
 _EMPTY = Struct()
@@ -611,7 +615,7 @@ class UnknownStructure(RemappingStructure):
 
 
 STRUCTURE_CLASSES: dict[int, type[RemappingStructure]] = {
-    cls.TYPE: cls for cls in (Drhd, Rmrr, Atsr, Rhsa, Andd, Satc, Sidp)
+    cls.type_id: cls for cls in (Drhd, Rmrr, Atsr, Rhsa, Andd, Satc, Sidp)
 }
 
 Structure = Union[Drhd, Rmrr, Atsr, Rhsa, Andd, Satc, Sidp, UnknownStructure]
@@ -700,7 +704,7 @@ class Dmar:
         pos = wire.DMAR_HEADER_SIZE
         for s in self.structures:
             blob = s._to_bytes(pos, layout)
-            layout.place(s, pos, len(blob), _declared_length(blob, 2, 2))
+            layout.place(s, pos, _declared_length(blob, 2, 2))
             body += blob
             pos += len(blob)
         body += bytes(self.trailing)
@@ -792,7 +796,8 @@ class Dmar:
         if not isinstance(raw_structures, Sequence) or isinstance(raw_structures, (str, bytes)):
             raise DmarError("table.structures must be a list")
         kwargs["structures"] = [
-            RemappingStructure.from_dict(s, f"structures[{i}]") for i, s in enumerate(raw_structures)
+            RemappingStructure.from_dict(s, f"structures[{i}]")
+            for i, s in enumerate(raw_structures)
         ]
         return cls(**kwargs)
 
@@ -963,11 +968,14 @@ def _read_host_table(path: Path) -> bytes:
 
 
 def _pick_table_bytes(raw: bytes, name: str) -> bytes:
-    if raw[:4] == b"DMAR":
-        return raw
     from iommu.acpi.acpidump import AcpidumpError, extract_dmar, looks_like_acpidump
 
-    if looks_like_acpidump(raw):
+    # acpidump text may itself start with "DMAR @ 0x..."; a binary table always holds a
+    # NUL byte (its length field's high byte), text never does.
+    is_text = b"\0" not in raw and looks_like_acpidump(raw)
+    if raw[:4] == b"DMAR" and not is_text:
+        return raw
+    if is_text:
         try:
             return extract_dmar(raw.decode("latin-1"))
         except AcpidumpError as exc:
@@ -988,7 +996,7 @@ class _Layout:
     def __init__(self) -> None:
         self._where: dict[int, tuple[int, int]] = {}
 
-    def place(self, obj: object, offset: int, size: int, declared: int) -> None:
+    def place(self, obj: object, offset: int, declared: int) -> None:
         self._where[id(obj)] = (offset, declared)
 
     def get(self, obj: object) -> tuple[int, int] | None:
@@ -1022,8 +1030,15 @@ def _encode_text(text: str, size: int, name: str) -> bytes:
     return raw.ljust(size, b" ")
 
 
-def _to_json(obj: Any, type_name: str, type_id: int, offset: int | None, length: int | None) -> dict[str, Any]:
-    d: dict[str, Any] = {"type": type_name, "type_id": int(type_id), "offset": offset, "length": length}
+def _to_json(
+    obj: Any, type_name: str, type_id: int, offset: int | None, length: int | None
+) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "type": type_name,
+        "type_id": int(type_id),
+        "offset": offset,
+        "length": length,
+    }
     for f in fields(obj):
         kind = f.metadata.get("json")
         if kind is None:
@@ -1036,7 +1051,7 @@ def _to_json(obj: Any, type_name: str, type_id: int, offset: int | None, length:
         elif kind == _RESERVED:
             if any(value):
                 d[f.name] = bytes(value).hex()
-        elif kind in (_TRAILING,):
+        elif kind == _TRAILING:
             if value:
                 d[f.name] = bytes(value).hex()
         elif kind == _DATA:
@@ -1045,9 +1060,8 @@ def _to_json(obj: Any, type_name: str, type_id: int, offset: int | None, length:
             d[f.name] = [[int(dev), int(fn)] for dev, fn in value]
         elif kind == _SCOPES:
             d[f.name] = [s.to_dict() for s in value]
-        elif kind == _TRUE_FLAG:
-            if not value:
-                d[f.name] = False
+        elif kind == _TRUE_FLAG and not value:
+            d[f.name] = False
     return d
 
 
@@ -1133,14 +1147,16 @@ def _hex_from_json(value: Any, where: str, size: int | None = None) -> bytes:
     return raw
 
 
-def _path_from_json(value: Any, where: str) -> Path_:
+def _path_from_json(value: Any, where: str) -> PciPath:
     if not isinstance(value, list):
         raise DmarError(f"{where} must be a list of [device, function] pairs")
     path = []
     for i, hop in enumerate(value):
         if not isinstance(hop, (list, tuple)) or len(hop) != 2:
             raise DmarError(f"{where}[{i}] must be a [device, function] pair")
-        path.append((_int_from_json(hop[0], f"{where}[{i}][0]"), _int_from_json(hop[1], f"{where}[{i}][1]")))
+        path.append(
+            (_int_from_json(hop[0], f"{where}[{i}][0]"), _int_from_json(hop[1], f"{where}[{i}][1]"))
+        )
     return path
 
 

@@ -3,6 +3,7 @@
 Exit status: 0 fine; 1 the table is malformed (``show``), has error findings (``lint``)
 or the spec is invalid (``build``); 2 the input cannot be read at all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lengths, offsets and the checksum may be left out and are then computed).",
     )
     build.add_argument("spec", metavar="SPEC.json")
-    build.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the table")
+    build.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="where to write the table"
+    )
     build.set_defaults(func=_build)
 
 

@@ -59,6 +59,7 @@ Scope types allowed per structure: DRHD all five; RMRR PCI endpoint and sub-hier
 ATSR PCI sub-hierarchy (root ports); SATC PCI endpoint; SIDP PCI endpoint,
 sub-hierarchy and ACPI namespace device.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -267,9 +268,15 @@ def _table(c: _Checker) -> None:
             _FLAGS_OFFSET,
         )
     if any(d.reserved):
-        c.emit("reserved-nonzero", f"DMAR header reserved bytes are {d.reserved.hex()}", _RESERVED_OFFSET)
+        c.emit(
+            "reserved-nonzero",
+            f"DMAR header reserved bytes are {d.reserved.hex()}",
+            _RESERVED_OFFSET,
+        )
     if not d.drhds:
-        c.emit("no-drhd", "the table lists no DRHD (remapping hardware unit)", wire.DMAR_HEADER_SIZE)
+        c.emit(
+            "no-drhd", "the table lists no DRHD (remapping hardware unit)", wire.DMAR_HEADER_SIZE
+        )
     highest = -1
     for s in d.structures:
         if s.type_id < highest:
@@ -304,11 +311,10 @@ def _reserved_fields(c: _Checker) -> None:
     flag_masks = {Drhd: 0x01, Atsr: 0x01, Satc: 0x01}
     for s in c.dmar.structures:
         mask = flag_masks.get(type(s))
-        if mask is not None and getattr(s, "flags") & ~mask:
+        if mask is not None and s.flags & ~mask:
             c.emit(
                 "reserved-flags",
-                f"{_name(s)}: flags {getattr(s, 'flags'):#04x} set undefined bits "
-                f"{getattr(s, 'flags') & ~mask:#04x}",
+                f"{_name(s)}: flags {s.flags:#04x} set undefined bits {s.flags & ~mask:#04x}",
                 _at(s, 4),
             )
         if isinstance(s, Drhd) and s.size & 0xF0:
@@ -500,9 +506,7 @@ def _rhsa(c: _Checker) -> None:
 @_check
 def _andd(c: _Checker) -> None:
     referenced = {
-        scope.enumeration_id
-        for _, scope in c.scoped()
-        if scope.type_id == ScopeType.ACPI_NAMESPACE
+        scope.enumeration_id for _, scope in c.scoped() if scope.type_id == ScopeType.ACPI_NAMESPACE
     }
     numbers: dict[int, Andd] = {}
     for a in c.dmar.structures_of(Andd):
@@ -619,7 +623,11 @@ def _duplicates(c: _Checker) -> None:
             elif scope.type_id in (ScopeType.IOAPIC, ScopeType.HPET):
                 key2 = (scope.type_id, scope.enumeration_id)
                 if key2 in ids and ids[key2] is not u:
-                    code = "ioapic-duplicate-id" if scope.type_id == ScopeType.IOAPIC else "hpet-duplicate-id"
+                    code = (
+                        "ioapic-duplicate-id"
+                        if scope.type_id == ScopeType.IOAPIC
+                        else "hpet-duplicate-id"
+                    )
                     c.emit(
                         code,
                         f"{_name(u)}: {scope.type} {scope.enumeration_id} is also under the DRHD "

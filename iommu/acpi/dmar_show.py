@@ -4,6 +4,7 @@ Each field is a row ``[offset-hex offset-dec size]  Field Name : value``; flags 
 decoded, the host address width is given in bits, and each device scope's path is
 spelled out as ``segment:bus:dev.fn`` (later hops below bridges as ``/dev.fn``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from iommu.acpi.dmar import (
     Atsr,
     DeviceScope,
     Dmar,
+    DmarError,
     Drhd,
     Finding,
     Rhsa,
@@ -20,6 +22,7 @@ from iommu.acpi.dmar import (
     Satc,
     Sidp,
     UnknownStructure,
+    parse,
 )
 
 __all__ = ["Row", "render", "rows"]
@@ -55,7 +58,9 @@ class Row:
     def render(self) -> str:
         if not self.name:
             return ""
-        return f"[{self.offset:03X}h {self.offset:04d} {self.size:3d}] {self.name:>28} : {self.text}"
+        return (
+            f"[{self.offset:03X}h {self.offset:04d} {self.size:3d}] {self.name:>28} : {self.text}"
+        )
 
 
 _BLANK = Row(0, 0, "", "")
@@ -78,14 +83,11 @@ def _raw(data: bytes) -> str:
 
 def rows(dmar: Dmar) -> list[Row]:
     """The listing's rows, in table order (offsets are those of `dmar.to_bytes()`)."""
-    from iommu.acpi.dmar import parse
-
     data = dmar.to_bytes()
     try:
-        placed = parse(data)  # fills offsets and lengths for tables built in code
-    except Exception:  # a table built with inconsistent lengths: show it as it stands
-        placed = dmar
-    d = placed
+        d = parse(data)  # fills offsets and lengths for tables built in code
+    except DmarError:  # built with inconsistent lengths: show it as it stands
+        d = dmar
     out = [
         Row(0, 4, "Signature", f'"{d.signature}"    [DMA Remapping Table]'),
         Row(4, 4, "Table Length", _hex(d.length if d.length is not None else len(data), 4)),
@@ -97,7 +99,12 @@ def rows(dmar: Dmar) -> list[Row]:
         Row(28, 4, "Asl Compiler ID", f'"{d.creator_id}"'),
         Row(32, 4, "Asl Compiler Revision", _hex(d.creator_revision, 4)),
         _BLANK,
-        Row(36, 1, "Host Address Width", f"{d.host_address_width - 1:02X}  ({d.host_address_width} bits)"),
+        Row(
+            36,
+            1,
+            "Host Address Width",
+            f"{d.host_address_width - 1:02X}  ({d.host_address_width} bits)",
+        ),
         Row(37, 1, "Flags", _flags(d.flags, DMAR_FLAG_NAMES)),
         Row(38, 10, "Reserved", _raw(d.reserved)),
     ]
@@ -111,11 +118,11 @@ def rows(dmar: Dmar) -> list[Row]:
 
 def _structure_rows(s: object) -> list[Row]:
     o = getattr(s, "offset", 0) or 0
-    type_id = getattr(s, "type_id")
+    type_id = s.type_id
     title = STRUCTURE_TITLES.get(type_id, "Unknown Subtable Type")
     out = [
         Row(o, 2, "Subtable Type", f"{type_id:04X} [{title}]"),
-        Row(o + 2, 2, "Length", _hex(getattr(s, "length") or 0, 2)),
+        Row(o + 2, 2, "Length", _hex(s.length or 0, 2)),
         _BLANK,
     ]
     segment = getattr(s, "segment", None)
@@ -123,7 +130,12 @@ def _structure_rows(s: object) -> list[Row]:
         pages = 1 << (s.size & 0x0F)
         out += [
             Row(o + 4, 1, "Flags", _flags(s.flags, {0: "INCLUDE_PCI_ALL"})),
-            Row(o + 5, 1, "Size", f"{s.size:02X}  ({pages} page{'s' if pages > 1 else ''} of registers)"),
+            Row(
+                o + 5,
+                1,
+                "Size",
+                f"{s.size:02X}  ({pages} page{'s' if pages > 1 else ''} of registers)",
+            ),
             Row(o + 6, 2, "PCI Segment Number", _hex(s.segment, 2)),
             Row(o + 8, 8, "Register Base Address", _hex(s.register_base, 8)),
         ]
@@ -133,7 +145,12 @@ def _structure_rows(s: object) -> list[Row]:
             Row(o + 4, 2, "Reserved", _hex(int.from_bytes(s.reserved, "little"), 2)),
             Row(o + 6, 2, "PCI Segment Number", _hex(s.segment, 2)),
             Row(o + 8, 8, "Base Address", _hex(s.base, 8)),
-            Row(o + 16, 8, "End Address (limit)", _hex(s.limit, 8) + (f"  ({size:#x} bytes)" if size > 0 else "")),
+            Row(
+                o + 16,
+                8,
+                "End Address (limit)",
+                _hex(s.limit, 8) + (f"  ({size:#x} bytes)" if size > 0 else ""),
+            ),
         ]
     elif isinstance(s, (Atsr, Satc)):
         name = {0: "ALL_PORTS"} if isinstance(s, Atsr) else {0: "ATC_REQUIRED"}
@@ -191,7 +208,14 @@ def _scope_rows(scope: DeviceScope, segment: int | None) -> list[Row]:
     if not scope.path:
         out.append(Row(o + 6, 0, "PCI Path", "(empty)"))
     if scope.trailing:
-        out.append(Row(o + 6 + 2 * len(scope.path), len(scope.trailing), "Trailing Bytes", _raw(scope.trailing)))
+        out.append(
+            Row(
+                o + 6 + 2 * len(scope.path),
+                len(scope.trailing),
+                "Trailing Bytes",
+                _raw(scope.trailing),
+            )
+        )
     return out
 
 

@@ -3,6 +3,7 @@
 This module owns the byte layouts only; `iommu.acpi.dmar` walks the table with them and
 turns what they read into the dataclasses users see. All values are little-endian.
 """
+
 from __future__ import annotations
 
 from construct import Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Struct

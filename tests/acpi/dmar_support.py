@@ -1,4 +1,5 @@
 """Shared helpers for the DMAR tests: where the corpus and samples live, small tables."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,9 @@ def corpus_params() -> list:
     """`pytest.param`s for parametrizing over the corpus; one skipped param when absent."""
     files = corpus_files()
     if not files:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no DMAR corpus at {CORPUS_DIR}"))]
+        return [
+            pytest.param(None, marks=pytest.mark.skip(reason=f"no DMAR corpus at {CORPUS_DIR}"))
+        ]
     return [pytest.param(f, id=f.stem) for f in files]
 
 
@@ -32,10 +35,10 @@ def sample_names() -> list[str]:
 
 def clean_table(**overrides) -> Dmar:
     """A small table that lints clean: a graphics unit, an INCLUDE_PCI_ALL unit, an RMRR."""
-    fields = dict(
-        host_address_width=39,
-        flags=1,
-        structures=[
+    fields = {
+        "host_address_width": 39,
+        "flags": 1,
+        "structures": [
             Drhd(register_base=0xFED90000, device_scopes=[DeviceScope.pci_endpoint(0, 2)]),
             Drhd(
                 flags=1,
@@ -44,6 +47,6 @@ def clean_table(**overrides) -> Dmar:
             ),
             Rmrr(base=0x7C000000, limit=0x7FFFFFFF, device_scopes=[DeviceScope.pci_endpoint(0, 2)]),
         ],
-    )
+    }
     fields.update(overrides)
     return Dmar(**fields)

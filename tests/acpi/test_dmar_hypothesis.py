@@ -1,4 +1,5 @@
 """Property tests: random valid tables round-trip; corrupted tables raise only DmarError."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ from iommu.acpi.dmar_lint import lint_bytes
 
 # DMAR_HYPOTHESIS_EXAMPLES=5000 for a longer hunt.
 EXAMPLES = int(os.environ.get("DMAR_HYPOTHESIS_EXAMPLES", "120"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
@@ -150,7 +153,10 @@ CORPUS = [p.read_bytes() for p in corpus_files()[:40]]
 
 
 @SETTINGS
-@given(st.sampled_from(CORPUS or [Dmar(structures=[Drhd(flags=1, register_base=0x1000)]).to_bytes()]), mutations)
+@given(
+    st.sampled_from(CORPUS or [Dmar(structures=[Drhd(flags=1, register_base=0x1000)]).to_bytes()]),
+    mutations,
+)
 def test_corrupted_corpus_tables_raise_only_dmar_error(data, steps):
     _check_corrupted(_mutate(data, steps))
 

@@ -3,6 +3,7 @@
 Regenerate the corpus snapshot after a deliberate change to the rules with
 ``IOMMU_UPDATE_SNAPSHOTS=1 python -m pytest tests/acpi/test_dmar_lint.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,13 @@ from iommu.acpi.dmar_lint import RULES, lint_bytes
 GFX = Drhd(register_base=0xFED90000, device_scopes=[DeviceScope.pci_endpoint(0, 2)])
 
 
-def ALL(**kw) -> Drhd:  # noqa: N802 - reads like the flag it sets
-    scopes = kw.pop("device_scopes", [DeviceScope.ioapic(2, 0xF0, 0x1F), DeviceScope.hpet(0, 0, 0x1F)])
-    return Drhd(flags=1, register_base=kw.pop("register_base", 0xFED91000), device_scopes=scopes, **kw)
+def ALL(**kw) -> Drhd:
+    scopes = kw.pop(
+        "device_scopes", [DeviceScope.ioapic(2, 0xF0, 0x1F), DeviceScope.hpet(0, 0, 0x1F)]
+    )
+    return Drhd(
+        flags=1, register_base=kw.pop("register_base", 0xFED91000), device_scopes=scopes, **kw
+    )
 
 
 def table(*structures, **kw) -> bytes:
@@ -143,7 +148,7 @@ def test_findings_name_offsets():
 
 
 def test_docstring_table_lists_every_rule_with_its_severity():
-    rows = re.findall(r"^\| `([a-z0-9-]+)` \| (\w+) \|", dmar_lint.__doc__, re.M)
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \| (\w+) \|", dmar_lint.__doc__, re.MULTILINE)
     assert sorted(rows) == sorted((r.code, r.severity) for r in RULES.values())
 
 
@@ -171,6 +176,7 @@ def test_corpus_lint_snapshot():
     assert sorted(current) == sorted(expected), "corpus files changed; regenerate the snapshot"
     changed = {name: current[name] for name in current if current[name] != expected[name]}
     assert not changed, (
-        "lint findings changed for: " + ", ".join(sorted(changed))
+        "lint findings changed for: "
+        + ", ".join(sorted(changed))
         + " (if intended: IOMMU_UPDATE_SNAPSHOTS=1 python -m pytest tests/acpi/test_dmar_lint.py)"
     )

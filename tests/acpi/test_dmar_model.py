@@ -1,4 +1,5 @@
 """Parsing, building, JSON form and loading of DMAR tables (iommu.acpi.dmar)."""
+
 from __future__ import annotations
 
 import json
@@ -84,10 +85,24 @@ def test_json_form_matches_the_contract():
 def test_every_structure_type_round_trips():
     table = Dmar(
         structures=[
-            Drhd(flags=1, size=4, segment=0, register_base=0xFED91000,
-                 device_scopes=[DeviceScope.ioapic(2, 0xF0, 0x1F), DeviceScope.acpi_namespace(1, 0, 0x15)]),
-            Rmrr(reserved=b"\x01\x02", base=0x1000, limit=0x1FFF,
-                 device_scopes=[DeviceScope(ScopeType.PCI_ENDPOINT, start_bus=0, path=[(0x1C, 0), (0, 1)])]),
+            Drhd(
+                flags=1,
+                size=4,
+                segment=0,
+                register_base=0xFED91000,
+                device_scopes=[
+                    DeviceScope.ioapic(2, 0xF0, 0x1F),
+                    DeviceScope.acpi_namespace(1, 0, 0x15),
+                ],
+            ),
+            Rmrr(
+                reserved=b"\x01\x02",
+                base=0x1000,
+                limit=0x1FFF,
+                device_scopes=[
+                    DeviceScope(ScopeType.PCI_ENDPOINT, start_bus=0, path=[(0x1C, 0), (0, 1)])
+                ],
+            ),
             dmar_mod.Atsr(flags=1),
             Rhsa(register_base=0xFED91000, proximity_domain=3, trailing=b"\xaa\xbb"),
             Andd(device_number=1, object_name="\\_SB.PCI0.I2C0", trailing=bytes(5)),
@@ -112,16 +127,30 @@ def test_every_structure_type_round_trips():
     d = json.loads(json.dumps(parsed.to_dict()))
     assert d["reserved"] == "00000000000000000007" and d["trailing"] == "0102"
     assert d["structures"][1]["reserved"] == "0102"
-    assert d["structures"][8] == {"type": "UNKNOWN", "type_id": 0x4242, "offset": d["structures"][8]["offset"],
-                                  "length": 7, "data": "010203"}
+    assert d["structures"][8] == {
+        "type": "UNKNOWN",
+        "type_id": 0x4242,
+        "offset": d["structures"][8]["offset"],
+        "length": 7,
+        "data": "010203",
+    }
     assert Dmar.from_dict(d).to_bytes() == data
 
 
 def test_unknown_scope_types_and_odd_scopes_are_kept():
-    table = Dmar(structures=[Drhd(register_base=0x1000, device_scopes=[
-        DeviceScope(type_id=0x77, enumeration_id=5, start_bus=1, path=[(1, 2)], reserved=b"\x09"),
-        DeviceScope(type_id=1, path=[(3, 0)], trailing=b"\xee"),
-    ])])
+    table = Dmar(
+        structures=[
+            Drhd(
+                register_base=0x1000,
+                device_scopes=[
+                    DeviceScope(
+                        type_id=0x77, enumeration_id=5, start_bus=1, path=[(1, 2)], reserved=b"\x09"
+                    ),
+                    DeviceScope(type_id=1, path=[(3, 0)], trailing=b"\xee"),
+                ],
+            )
+        ]
+    )
     data = table.to_bytes()
     parsed = parse(data)
     assert parsed.to_bytes() == data
@@ -184,11 +213,18 @@ MALFORMED = [
     ("scope length 0", _patched(65, "<B", 0), "scope-zero-length", 65),
     ("scope length 4", _patched(65, "<B", 4), "scope-short", 65),
     ("scope past structure", _patched(65, "<B", 10), "scope-overrun", 65),
-    ("bytes left too few for a scope", _patched(50, "<H", 28, _patched(4, "<I", len(GOOD))), "scope-short", 72),
+    (
+        "bytes left too few for a scope",
+        _patched(50, "<H", 28, _patched(4, "<I", len(GOOD))),
+        "scope-short",
+        72,
+    ),
 ]
 
 
-@pytest.mark.parametrize("data, code, offset", [pytest.param(d, c, o, id=i) for i, d, c, o in MALFORMED])
+@pytest.mark.parametrize(
+    "data, code, offset", [pytest.param(d, c, o, id=i) for i, d, c, o in MALFORMED]
+)
 def test_malformed_tables_raise_dmar_error_with_offset(data, code, offset):
     with pytest.raises(DmarError) as info:
         parse(data)
@@ -223,7 +259,14 @@ def test_data_longer_than_declared_length_round_trips():
         ({"structures": [{"type": "RMRR", "reserved": "01"}]}, "must be 2 byte"),
         ({"structures": [{"type": "UNKNOWN"}]}, "needs a type_id"),
         ({"structures": [{"type": "UNKNOWN", "type_id": 3}]}, "is RHSA"),
-        ({"structures": [{"type": "DRHD", "device_scopes": [{"type": "IOAPIC", "path": [[1]]}]}]}, "pair"),
+        (
+            {
+                "structures": [
+                    {"type": "DRHD", "device_scopes": [{"type": "IOAPIC", "path": [[1]]}]}
+                ]
+            },
+            "pair",
+        ),
         ({"oem_id": "TOO LONG OEM"}, "longer than 6"),
         ({"flags": True}, "not a boolean"),
         ([], "JSON object"),
