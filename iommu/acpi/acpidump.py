@@ -41,7 +41,7 @@ class AcpiTableDump:
 def looks_like_acpidump(raw: bytes | str) -> bool:
     """True when ``raw`` holds at least one acpidump-style hex line."""
     text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
-    return any(_hex_tokens(line) for line in text.splitlines()[:200])
+    return any(_hex_tokens(line) for line in text.splitlines())
 
 
 def parse_acpidump(text: str) -> list[AcpiTableDump]:

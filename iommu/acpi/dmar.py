@@ -349,7 +349,6 @@ class RemappingStructure:
     """
 
     FIELDS: ClassVar[Struct]  # the wire layout of the fixed part after type and length
-    HAS_SCOPES: ClassVar[bool] = False
     type_id: int
     offset: int | None
     length: int | None
@@ -437,7 +436,6 @@ class Drhd(RemappingStructure):
 
     type_id: ClassVar[int] = StructureType.DRHD  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.DrhdFields
-    HAS_SCOPES: ClassVar[bool] = True
 
     flags: int = field(default=0, metadata=_json(_INT))
     size: int = field(default=0, metadata=_json(_INT))
@@ -464,7 +462,6 @@ class Rmrr(RemappingStructure):
 
     type_id: ClassVar[int] = StructureType.RMRR  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.RmrrFields
-    HAS_SCOPES: ClassVar[bool] = True
 
     segment: int = field(default=0, metadata=_json(_INT))
     base: int = field(default=0, metadata=_json(_INT))
@@ -481,7 +478,6 @@ class Atsr(RemappingStructure):
 
     type_id: ClassVar[int] = StructureType.ATSR  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.AtsrFields
-    HAS_SCOPES: ClassVar[bool] = True
 
     flags: int = field(default=0, metadata=_json(_INT))
     segment: int = field(default=0, metadata=_json(_INT))
@@ -561,7 +557,6 @@ class Satc(RemappingStructure):
 
     type_id: ClassVar[int] = StructureType.SATC  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.SatcFields
-    HAS_SCOPES: ClassVar[bool] = True
 
     flags: int = field(default=0, metadata=_json(_INT))
     segment: int = field(default=0, metadata=_json(_INT))
@@ -582,7 +577,6 @@ class Sidp(RemappingStructure):
 
     type_id: ClassVar[int] = StructureType.SIDP  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.SidpFields
-    HAS_SCOPES: ClassVar[bool] = True
 
     segment: int = field(default=0, metadata=_json(_INT))
     device_scopes: list[DeviceScope] = field(default_factory=list, metadata=_json(_SCOPES))

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from dmar_support import SAMPLES_DIR, corpus_params, sample_names
 
-from iommu.acpi.dmar import Andd, Atsr, DeviceScope, Dmar, Drhd, Rhsa, Rmrr, Satc, Sidp, parse
+from iommu.acpi.dmar import Andd, Atsr, DeviceScope, Dmar, Drhd, Rhsa, Rmrr, Satc, Sidp, load, parse
 
 IASL = shutil.which("iasl")
 pytestmark = pytest.mark.skipif(IASL is None, reason="iasl (acpica-tools) is not installed")
@@ -142,3 +142,9 @@ def test_iasl_agrees_on_corpus(path, tmp_path):
 @pytest.mark.parametrize("name", sample_names())
 def test_iasl_agrees_on_samples(name, tmp_path):
     assert _compare((SAMPLES_DIR / f"{name}.dat").read_bytes(), tmp_path) > 12
+
+
+def test_load_reads_the_raw_data_of_an_iasl_listing(tmp_path):
+    data = (SAMPLES_DIR / "server.dat").read_bytes()
+    _disassemble(data, tmp_path)
+    assert load(tmp_path / "dmar.dsl").to_bytes() == data
