@@ -6,6 +6,7 @@ C when it is built and Python otherwise, with one warning naming the reason.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 
@@ -19,7 +20,8 @@ def load_c_engine():
     if _c_module is not None:
         return _c_module
     try:
-        from iommu import _cengine  # built by cext/build_ffi.py at install
+        # built by cext/build_ffi.py at install
+        _cengine = importlib.import_module("iommu._cengine")
     except ImportError as exc:
         _c_error = str(exc)
         raise
