@@ -569,7 +569,9 @@ class Replayer:
                     else int(size[stale].sum())
             row[PASSTHROUGH] += int(np.count_nonzero(pt_a))
             if nf:
-                self.fault_acc[d0] += np.bincount(code, minlength=256)
+                by_code = np.bincount(code, minlength=256)
+                by_code[0] = 0
+                self.fault_acc[d0] += by_code
             self.mem_reads[d0] += mem_reads
             return
         ndev = len(self.names)
