@@ -7,8 +7,9 @@ virtual machine, and strict or lazy (flush-queue) invalidation after unmaps.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional
+from typing import Optional
 
 from iommu.domain import PAGE_1G, PAGE_2M, PAGE_4K, Domain, MappingError
 from iommu.platform import DeviceInfo, Platform
@@ -325,8 +326,7 @@ class OSModel:
             if t is not None and time_ns is not None and time_ns > t:
                 dur = time_ns - t
                 s.stale_window_total_ns += dur
-                if dur > s.stale_window_max_ns:
-                    s.stale_window_max_ns = dur
+                s.stale_window_max_ns = max(s.stale_window_max_ns, dur)
             if count_invalidation and st not in flushed:
                 flushed.add(st)
                 s.invalidations += len(ds.units)
@@ -350,5 +350,13 @@ class OSModel:
             self.error_examples.append(message)
 
 
-__all__ = ["DEFAULT_FLUSH_THRESHOLD", "DEFAULT_FLUSH_TIMEOUT_NS", "DeviceState", "DeviceStats",
-           "DomainState", "INVALIDATION_POLICIES", "IovaAllocator", "OSModel"]
+__all__ = [
+    "DEFAULT_FLUSH_THRESHOLD",
+    "DEFAULT_FLUSH_TIMEOUT_NS",
+    "INVALIDATION_POLICIES",
+    "DeviceState",
+    "DeviceStats",
+    "DomainState",
+    "IovaAllocator",
+    "OSModel",
+]

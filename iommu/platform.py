@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Union
+from typing import Optional, Union
 
 from iommu.acpi import dmar as dmar_mod
 from iommu.acpi.dmar import Atsr, DeviceScope, Dmar, Drhd, Satc, ScopeType
@@ -115,14 +116,14 @@ class Platform:
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_dmar(cls, dmar: Dmar, devices: Iterable[str] = (),
-                  bridges: Optional[Mapping[str, BridgeSpec]] = None, **options) -> "Platform":
+                  bridges: Optional[Mapping[str, BridgeSpec]] = None, **options) -> Platform:
         """One unit per DRHD of ``dmar`` (a `Dmar`, or bytes of a table)."""
         if isinstance(dmar, (bytes, bytearray, memoryview)):
             dmar = dmar_mod.parse(bytes(dmar))
         return cls(dmar, devices, bridges, **options)
 
     @classmethod
-    def default(cls, devices: Iterable[str] = (), **options) -> "Platform":
+    def default(cls, devices: Iterable[str] = (), **options) -> Platform:
         """The contract's default: one unit, INCLUDE_PCI_ALL on segment 0, legacy mode."""
         table = Dmar(host_address_width=48, structures=[
             Drhd(flags=1, size=0, segment=0, register_base=DEFAULT_REGISTER_BASE)])
@@ -130,7 +131,7 @@ class Platform:
 
     @classmethod
     def load(cls, path, devices: Iterable[str] = (),
-             bridges: Optional[Mapping[str, BridgeSpec]] = None, **options) -> "Platform":
+             bridges: Optional[Mapping[str, BridgeSpec]] = None, **options) -> Platform:
         """A platform from a file: a platform JSON (``{"dmar": {...}, "devices": [...],
         "bridges": {...}}``), a DMAR in its JSON form, a raw DMAR table or acpidump text.
         ``devices`` and ``bridges`` add to those the file gives."""
@@ -157,7 +158,7 @@ class Platform:
         return cls(table, devices, bridges, **options)
 
     @classmethod
-    def sample(cls, **options) -> "Platform":
+    def sample(cls, **options) -> Platform:
         """The bundled sample platform (a small laptop: graphics unit + catch-all unit)."""
         return cls.load(sample_platform_path(), **options)
 

@@ -10,8 +10,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -35,6 +36,25 @@ NCOLS = 15
 # faults a walk can end in are those of second-level entries.
 _WALK_FAULTS = np.zeros(256, dtype=bool)
 _WALK_FAULTS[[0, 0x5, 0x6, 0x7, 0xC]] = True
+
+# The aggregation key of a translation: flag bits (IOTLB hit, context hit, stale,
+# pass-through) x fault class (none, a fault a walk ends in, another) x write.
+_NKEYS = 16 * 3 * 2
+_KEY_FLAGS = np.zeros(256, dtype=np.int64)
+for _f in range(256):
+    _KEY_FLAGS[_f] = 6 * (bool(_f & FLAG_IOTLB_HIT) | bool(_f & FLAG_CONTEXT_HIT) << 1
+                          | bool(_f & FLAG_STALE) << 2 | bool(_f & FLAG_PASSTHROUGH) << 3)
+_KEY_FAULT = np.where(np.arange(256) == 0, 0, np.where(_WALK_FAULTS, 2, 4)).astype(np.int64)
+_KEY_COLUMNS = [ACCESSES, WRITES, FAULTS, IOTLB_HITS, CONTEXT_HITS, WALKS, STALE, PASSTHROUGH,
+                EVENTS]
+_KC_FAULTS, _KC_CTX, _KC_WALKS, _KC_STALE = 2, 4, 5, 6
+_KEY_MATRIX = np.zeros((_NKEYS, len(_KEY_COLUMNS)), dtype=np.int64)
+for _k in range(_NKEYS):
+    _fl, _fc, _w = _k // 6, (_k // 2) % 3, _k % 2
+    _iotlb, _ctx, _stale, _pt = _fl & 1, _fl >> 1 & 1, _fl >> 2 & 1, _fl >> 3 & 1
+    _KEY_MATRIX[_k] = [1, _w, int(_fc != 0), _iotlb, _ctx,
+                       int(not _iotlb and not _pt and _fc in (0, 1)), int(_stale and _fc == 0),
+                       _pt, 1]
 
 _FAULT_NAMES = {r.value: r.name for r in FaultReason}
 
@@ -249,6 +269,7 @@ class Replayer:
         self.states: list = []
         self.index: dict = {}  # device name -> index
         self._luts: dict = {}  # segment -> int32[65536] source id -> index (-1 unknown)
+        self._key_index: dict = {}  # segment << 16 | source id -> index
         cap = 8
         self.acc = np.zeros((cap, NCOLS), dtype=np.int64)
         self.fault_acc = np.zeros((cap, 256), dtype=np.int64)
@@ -257,6 +278,11 @@ class Replayer:
         self.dev_sid = np.zeros(cap, dtype=np.uint16)
         self.total_flushes = 0
         self.total_events = 0
+        self._pyacc: dict = {}
+        self._pyfaults: dict = {}
+        self._small_weight: dict = {}
+        self._dev_unit_list: list = []
+        self._dev_sid_list: list = []
         self.unit_counters_start = [dict(pu.unit.counters) for pu in platform.units]
         self._buf_reset()
 
@@ -276,10 +302,13 @@ class Replayer:
             self.index[st.name] = i
             self.dev_unit[i] = -1 if st.unit is None else st.info.unit_index
             self.dev_sid[i] = st.info.source_id
+            self._dev_unit_list.append(int(self.dev_unit[i]))
+            self._dev_sid_list.append(st.info.source_id)
             lut = self._luts.get(st.info.segment)
             if lut is None:
                 lut = self._luts[st.info.segment] = np.full(1 << 16, -1, dtype=np.int32)
             lut[st.info.source_id] = i
+            self._key_index[st.info.segment << 16 | st.info.source_id] = i
         self.index[name] = i
         return i
 
@@ -380,7 +409,7 @@ class Replayer:
     def feed_binary(self, chunk) -> int:
         """Replay one chunk of whole binary-format records (bytes / memoryview). Accesses
         go from the record columns to the units without per-event Python objects."""
-        from iommu.trace.binary import NUMPY_DTYPE_DESCR, OP_NAMES, PASID_NONE, PERM_NAMES
+        from iommu.trace.binary import NUMPY_DTYPE_DESCR
 
         recs = np.frombuffer(chunk, dtype=np.dtype(NUMPY_DTYPE_DESCR))
         n = len(recs)
@@ -394,6 +423,9 @@ class Replayer:
         if self.now is not None:
             np.maximum(times, self.now, out=times)
         control = np.flatnonzero((ops < 2) | (ops > 3))
+        if len(control) * SMALL_RUN >= n:  # short access runs: record by record is faster
+            self._feed_records(recs, times, have_time)
+            return n
         seg = recs["segment"]
         sid = recs["source_id"]
         start = 0
@@ -409,15 +441,56 @@ class Replayer:
                 break
             if have_time:
                 self.now = int(times[c])
-            r = recs[c]
-            op = OP_NAMES[int(r["op"])]
-            pasid = int(r["pasid"])
-            ev = _Record(op, _pci(int(r["segment"]), int(r["source_id"])), int(r["iova"]),
-                         int(r["size"]), int(r["hpa"]), PERM_NAMES.get(int(r["perm"]), "rw"),
-                         None if pasid == PASID_NONE else pasid)
-            self._control(op, ev)
+            self._control_record(recs[c:c + 1].tolist()[0])
             start = c + 1
         return n
+
+    def _control_record(self, rec: tuple) -> None:
+        from iommu.trace.binary import OP_NAMES, PASID_NONE, PERM_NAMES
+
+        _t, iova, hpa, size, pasid, seg, sid, op, perm, _r = rec
+        name = OP_NAMES[op]
+        self._control(name, _Record(name, _pci(seg, sid), iova, size, hpa,
+                                    PERM_NAMES.get(perm, "rw"),
+                                    None if pasid == PASID_NONE else pasid))
+
+    def _feed_records(self, recs, times, have_time: bool) -> None:
+        """Record by record (for chunks where map/unmap/flush are frequent): accesses are
+        still gathered into runs; only the per-run numpy overhead is avoided."""
+        keys = self._key_index
+        b_idx, b_iova, b_size, b_write, b_time = (
+            self._b_idx, self._b_iova, self._b_size, self._b_write, self._b_time)
+        ops = recs["op"].tolist()
+        segs = recs["segment"].tolist()
+        sids = recs["source_id"].tolist()
+        iovas = recs["iova"].tolist()
+        sizes = recs["size"].tolist()
+        tl = times.tolist()
+        for j, op in enumerate(ops):
+            if op == 2 or op == 3:
+                k = segs[j] << 16 | sids[j]
+                i = keys.get(k)
+                if i is None:
+                    i = self._device_index(_pci(segs[j], sids[j]))
+                b_idx.append(i)
+                b_iova.append(iovas[j])
+                b_size.append(sizes[j])
+                b_write.append(op == 3)
+                b_time.append(tl[j])
+                if len(b_idx) >= BATCH:
+                    self._flush_buffer()
+                continue
+            if b_idx:
+                if have_time:
+                    self.now = tl[j - 1]
+                self._flush_buffer()
+            if have_time:
+                self.now = tl[j]
+            self._control_record(recs[j:j + 1].tolist()[0])
+        if b_idx:
+            if have_time:
+                self.now = tl[-1]
+            self._flush_buffer()
 
     def _lookup(self, seg: np.ndarray, sid: np.ndarray) -> np.ndarray:
         """Device indices of (segment, source id) columns; registers new devices."""
@@ -526,6 +599,9 @@ class Replayer:
         faults = np.frombuffer(faults, dtype=np.uint8)
         flags = np.frombuffer(flags, dtype=np.uint8)
         mem_reads = after["memory_reads"] - before["memory_reads"]
+        if not crossing:
+            self._aggregate(idx, size, write, faults, flags, mem_reads)
+            return
         # Per translation.
         iotlb_hit = (flags & FLAG_IOTLB_HIT) != 0
         ctx_hit = (flags & FLAG_CONTEXT_HIT) != 0
@@ -608,72 +684,114 @@ class Replayer:
             if tot:
                 self.mem_reads[:ndev] += mem_reads * weight / tot
 
+    def _aggregate(self, idx, size, write, faults, flags, mem_reads) -> None:
+        """Counts of a run where each access is one translation: one bincount over a key
+        that holds (device, flag bits, fault class, write), then a small matrix product."""
+        ndev = len(self.names)
+        key = _KEY_FLAGS[flags]
+        key += _KEY_FAULT[faults]
+        key += write
+        d0 = int(idx[0])
+        single = bool((idx == d0).all())
+        if single:
+            table = np.bincount(key, minlength=_NKEYS)[None, :]
+            rows = slice(d0, d0 + 1)
+        else:
+            table = np.bincount(idx.astype(np.int64) * _NKEYS + key,
+                                minlength=ndev * _NKEYS).reshape(ndev, _NKEYS)
+            rows = slice(0, ndev)
+        c = table @ _KEY_MATRIX  # (devices, columns of _KEY_COLUMNS)
+        acc = self.acc[rows]
+        acc[:, _KEY_COLUMNS] += c
+        acc[:, READS] += c[:, 0] - c[:, 1]
+        acc[:, TRANSLATIONS] += c[:, 0]
+        if single:
+            acc[0, BYTES] += int(size.sum())
+        else:
+            acc[:, BYTES] += np.bincount(idx, weights=size.astype(np.float64),
+                                         minlength=ndev).astype(np.int64)
+        if c[:, _KC_STALE].any():
+            stale = ((flags & FLAG_STALE) != 0) & (faults == 0)
+            sb = np.bincount(idx[stale], weights=size[stale].astype(np.float64),
+                             minlength=ndev).astype(np.int64)
+            self.acc[:ndev, STALE_BYTES] += sb
+        if c[:, _KC_FAULTS].any():
+            faulted = faults != 0
+            np.add.at(self.fault_acc, (idx[faulted], faults[faulted]), 1)
+        if mem_reads:  # memory reads go to the devices in proportion to their misses
+            weight = (c[:, _KC_WALKS] + c[:, 0] - c[:, _KC_CTX]).astype(np.float64)
+            tot = weight.sum()
+            if tot:
+                self.mem_reads[rows] += mem_reads * weight / tot
+
     def _translate_small(self, idx, iova, size, write) -> None:
-        """A short run, one translation at a time (same counts as the vector path)."""
-        acc = self.acc
+        """A short run, one translation at a time (same counts as the vector path), into
+        Python-side accumulators (merged into the arrays by `_merge_small`)."""
         units = self.platform.units
-        dev_unit = self.dev_unit.tolist()
-        dev_sid = self.dev_sid.tolist()
-        before = {}
-        weight = {}
+        dev_unit = self._dev_unit_list
+        dev_sid = self._dev_sid_list
+        pyacc = self._pyacc
         for i, a, s, w in zip(idx, iova, size, write):
-            row = acc[i]
+            row = pyacc.get(i)
+            if row is None:
+                row = pyacc[i] = [0] * (NCOLS + 1)  # last: memory-read weight
+            row[EVENTS] += 1
+            row[ACCESSES] += 1
+            row[BYTES] += s
+            row[WRITES if w else READS] += 1
             u = dev_unit[i]
             if u < 0:
-                row[[EVENTS, ACCESSES, UNTRANSLATED, WRITES if w else READS]] += 1
-                row[BYTES] += s
+                row[UNTRANSLATED] += 1
                 continue
-            unit = units[u].unit
-            if u not in before:
-                before[u] = unit.counters["memory_reads"]
+            translate = units[u].unit.translate
             sid = dev_sid[i]
-            end = a + max(s, 1)
+            end = a + (s or 1)
             page = a
             code = 0
             stale_bytes = 0
-            pt = False
-            n_tr = n_iotlb = n_ctx = n_walk = 0
+            write_ = bool(w)
             while page < end:
                 nxt = min(end, ((page >> 12) + 1) << 12)
-                r = unit.translate(sid, page, write=bool(w))
-                n_tr += 1
+                r = translate(sid, page, write_)
+                row[TRANSLATIONS] += 1
                 f = r.flags
                 if f & FLAG_IOTLB_HIT:
-                    n_iotlb += 1
+                    row[IOTLB_HITS] += 1
                 if f & FLAG_CONTEXT_HIT:
-                    n_ctx += 1
-                fc = 0 if r.fault is None else int(r.fault)
+                    row[CONTEXT_HITS] += 1
+                else:
+                    row[NCOLS] += 1
+                fault = r.fault
+                fc = 0 if fault is None else int(fault)
                 if not f & (FLAG_IOTLB_HIT | FLAG_PASSTHROUGH) and _WALK_FAULTS[fc]:
-                    n_walk += 1
-                if f & FLAG_PASSTHROUGH:
-                    pt = True
+                    row[WALKS] += 1
+                    row[NCOLS] += 1
                 if fc and not code:
                     code = fc
                 if f & FLAG_STALE:
                     stale_bytes += nxt - page
+                if f & FLAG_PASSTHROUGH and page == a:
+                    row[PASSTHROUGH] += 1
                 page = nxt
-            vals = [1, 1, s, n_tr, n_iotlb, n_ctx, n_walk, 1, int(pt)]
-            cols = [EVENTS, ACCESSES, BYTES, TRANSLATIONS, IOTLB_HITS, CONTEXT_HITS, WALKS,
-                    WRITES if w else READS, PASSTHROUGH]
             if code:
-                cols.append(FAULTS)
-                vals.append(1)
-                self.fault_acc[i, code] += 1
+                row[FAULTS] += 1
+                key = (i, code)
+                self._pyfaults[key] = self._pyfaults.get(key, 0) + 1
             elif stale_bytes:
-                cols += [STALE, STALE_BYTES]
-                vals += [1, stale_bytes]
-            row[cols] += vals
-            key = (u, i)
-            weight[key] = weight.get(key, 0) + n_walk + (n_tr - n_ctx)
-        for u, b in before.items():
-            mem = units[u].unit.counters["memory_reads"] - b
-            if not mem:
-                continue
-            parts = {i: wt for (uu, i), wt in weight.items() if uu == u}
-            tot = sum(parts.values())
-            if tot:
-                for i, wt in parts.items():
-                    self.mem_reads[i] += mem * wt / tot
+                row[STALE] += 1
+                row[STALE_BYTES] += stale_bytes
+
+    def _merge_small(self) -> None:
+        """Fold the small-run accumulators into the arrays. Memory reads of small runs are
+        not measured run by run: what the units counted beyond the vector runs is shared
+        out in proportion to each device's walks and context misses in small runs."""
+        for i, row in self._pyacc.items():
+            self.acc[i] += np.array(row[:NCOLS], dtype=np.int64)
+            self._small_weight[i] = self._small_weight.get(i, 0) + row[NCOLS]
+        self._pyacc.clear()
+        for (i, code), n in self._pyfaults.items():
+            self.fault_acc[i, code] += n
+        self._pyfaults.clear()
 
     # -- the report ------------------------------------------------------------------------
     def finish(self) -> None:
@@ -681,6 +799,23 @@ class Replayer:
         self.os.finish(self.now)
 
     def report(self, complete: bool = True, **meta) -> ReplayReport:
+        self._merge_small()
+        mem_reads = self.mem_reads.copy()
+        by_unit: dict = {}
+        for i, wt in self._small_weight.items():
+            by_unit.setdefault(self._dev_unit_list[i], {})[i] = wt
+        for u, parts in by_unit.items():
+            if u < 0:
+                continue
+            pu = self.platform.units[u]
+            c = pu.unit.counters["memory_reads"] - \
+                self.unit_counters_start[u].get("memory_reads", 0)
+            on_unit = [j for j, x in enumerate(self._dev_unit_list) if x == u]
+            rest = c - sum(mem_reads[j] for j in on_unit)
+            tot = sum(parts.values())
+            if rest > 0 and tot:
+                for i, wt in parts.items():
+                    mem_reads[i] += rest * wt / tot
         devices = {}
         device_info = {}
         total_acc = np.zeros(NCOLS, dtype=np.int64)
@@ -704,7 +839,7 @@ class Replayer:
             for k, v in os_part.items():
                 totals_os[k] += v
             window_max = max(window_max, s.stale_window_max_ns)
-            devices[name] = _figures(row, self.fault_acc[i], int(round(self.mem_reads[i])),
+            devices[name] = _figures(row, self.fault_acc[i], int(round(mem_reads[i])),
                                      {**os_part, "stale_window_max_ns": s.stale_window_max_ns,
                                       "flushes": 0})
             unit = None if st.unit is None else f"dmar{st.info.unit_index}"
@@ -788,7 +923,7 @@ def _figures(row, faults, mem_reads: int, os_part: dict) -> dict:
 class _Record:
     """A control record of a binary trace, shaped like a TraceEvent for `_control`."""
 
-    __slots__ = ("op", "device", "iova", "size", "hpa", "perm", "pasid")
+    __slots__ = ("device", "hpa", "iova", "op", "pasid", "perm", "size")
 
     def __init__(self, op, device, iova, size, hpa, perm, pasid):
         self.op, self.device, self.iova, self.size = op, device, iova, size

@@ -10,8 +10,9 @@ import io
 import itertools
 import json
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from typing import Iterable, Optional, Sequence
+from typing import Optional
 
 from iommu.replay import write_atomic
 

@@ -5,8 +5,6 @@ import runpy
 import sys
 from pathlib import Path
 
-import pytest
-
 from iommu.cli import main
 from iommu.replay import REPORT_KEYS, replay
 
