@@ -28,10 +28,11 @@ DEFAULT_LATE_ACCESS_RATE = 0.01
 class _IovaAllocator:
     """Per-device IOVA space, allocated top-down below 4 GiB, each range aligned to its size
     rounded up to a power of two (as Linux's allocator does). Freed ranges are reused oldest
-    first and only after `reuse_after` more of the same size were freed: Linux, too, does not
+    first and only after `reuse_after` more of the same size were freed (more than the 256
+    unmaps a lazy flush queue holds): Linux, too, does not
     hand out an IOVA again before its invalidation (the flush queue holds it back)."""
 
-    def __init__(self, top: int = 1 << 32, reuse_after: int = 64):
+    def __init__(self, top: int = 1 << 32, reuse_after: int = 512):
         self.top = top
         self.reuse_after = reuse_after
         self.free: dict = {}
