@@ -1,0 +1,1001 @@
+/* The C translation engine of iommu: caches, context fetch, second-level walk, faults.
+ *
+ * Organised like iommu/engine_python.py, function for function (same names where
+ * sensible): that file is the reference, and both engines must give equal results,
+ * counters, fault records and cache contents for every request. Comments name the
+ * VT-d spec rule a check follows (section numbers of rev. 4.x/5.0).
+ *
+ * Safety: every table address is checked against the memory size before it is read
+ * (a read error fault otherwise), frames are 4 KiB buffers Python owns and entries are
+ * 8-byte aligned, so a read never leaves its frame; every loop is bounded.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "iommu_engine.h"
+
+#define PAGE_4K 4096u
+#define FRAME_SHIFT 12
+
+/* Flag bits of a result (iommu/engine_config.py). */
+#define FLAG_IOTLB_HIT 1u
+#define FLAG_CONTEXT_HIT 2u
+#define FLAG_STALE 4u
+#define FLAG_FAULT_RECORDED 8u
+#define FLAG_PASSTHROUGH 16u
+
+/* Access bits of a request. */
+#define ACCESS_WRITE 1u
+#define ACCESS_EXECUTE 2u
+#define ACCESS_PRIVILEGED 4u
+#define ACCESS_TRANSLATION_REQUEST 8u  /* an ATS translation request from a device-TLB */
+#define ACCESS_TRANSLATED 16u          /* a translated request (already a host address) */
+
+/* Second-level entry bits and context translation types (iommu/entries.py). */
+#define SL_R (1ull << 0)
+#define SL_W (1ull << 1)
+#define SL_PS (1ull << 7)
+#define SL_SNP (1ull << 11)
+#define SL_TM (1ull << 62)
+#define TT_ALL 1u
+#define TT_PASSTHROUGH 2u
+
+/* Fault reasons (iommu/faults.py). */
+enum {
+    FR_ROOT_ENTRY_NOT_PRESENT = 0x1,
+    FR_CONTEXT_ENTRY_NOT_PRESENT = 0x2,
+    FR_CONTEXT_ENTRY_INVALID = 0x3,
+    FR_ADDRESS_BEYOND_WIDTH = 0x4,
+    FR_WRITE_NOT_PERMITTED = 0x5,
+    FR_READ_NOT_PERMITTED = 0x6,
+    FR_PAGING_ENTRY_READ_ERROR = 0x7,
+    FR_ROOT_ENTRY_READ_ERROR = 0x8,
+    FR_CONTEXT_ENTRY_READ_ERROR = 0x9,
+    FR_ROOT_ENTRY_RESERVED = 0xA,
+    FR_CONTEXT_ENTRY_RESERVED = 0xB,
+    FR_PAGING_ENTRY_RESERVED = 0xC,
+    FR_TRANSLATION_REQUEST_BLOCKED = 0xD
+};
+
+enum { POLICY_LRU = 0, POLICY_FIFO = 1, POLICY_RANDOM = 2 };
+
+#if defined(__GNUC__)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define LIKELY(x) (x)
+#define UNLIKELY(x) (x)
+#endif
+
+static inline uint32_t level_shift(uint32_t level) { return 12u + 9u * (level - 1u); }
+
+/* ===================================================================== memory index */
+
+/* Open-addressing hash (linear probing, backward-shift deletion) from frame number to
+ * the frame's 4 KiB buffer; an empty cell has frame == NULL. */
+typedef struct {
+    uint64_t pfn;
+    uint8_t *frame;
+} mem_cell;
+
+struct iommu_mem {
+    uint64_t size;          /* bytes: a table entry at or above it is a read error */
+    uint64_t *generation;   /* bumped by Python on every write */
+    uint64_t zero_generation;
+    mem_cell *cells;
+    uint64_t mask;          /* capacity - 1; capacity a power of two */
+    uint32_t bits;          /* log2(capacity) */
+    uint64_t count;
+};
+
+static inline uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x9E3779B97F4A7C15ull;
+    x ^= x >> 29;
+    return x;
+}
+
+static inline uint64_t mem_home(const iommu_mem *m, uint64_t pfn)
+{
+    return (pfn * 0x9E3779B97F4A7C15ull) >> (64u - m->bits);
+}
+
+iommu_mem *mem_new(uint64_t size, uint64_t *generation)
+{
+    iommu_mem *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->bits = 6;
+    m->mask = (1ull << m->bits) - 1;
+    m->cells = calloc(m->mask + 1, sizeof *m->cells);
+    if (!m->cells) {
+        free(m);
+        return NULL;
+    }
+    m->size = size;
+    m->generation = generation ? generation : &m->zero_generation;
+    return m;
+}
+
+void mem_free(iommu_mem *m)
+{
+    if (!m)
+        return;
+    free(m->cells);
+    free(m);
+}
+
+static inline uint8_t *mem_frame(const iommu_mem *m, uint64_t pfn)
+{
+    uint64_t i = mem_home(m, pfn);
+    for (;;) {  /* bounded: the table is at most half full */
+        const mem_cell *c = &m->cells[i];
+        if (c->frame == NULL)
+            return NULL;
+        if (c->pfn == pfn)
+            return c->frame;
+        i = (i + 1) & m->mask;
+    }
+}
+
+static void mem_place(mem_cell *cells, uint64_t mask, uint32_t bits, uint64_t pfn,
+                      uint8_t *frame)
+{
+    uint64_t i = (pfn * 0x9E3779B97F4A7C15ull) >> (64u - bits);
+    while (cells[i].frame != NULL && cells[i].pfn != pfn)
+        i = (i + 1) & mask;
+    cells[i].pfn = pfn;
+    cells[i].frame = frame;
+}
+
+int mem_add_frame(iommu_mem *m, uint64_t pfn, uint8_t *frame)
+{
+    if (!m || !frame)
+        return -1;
+    if ((m->count + 1) * 2 > m->mask + 1) {  /* grow: keep the load at most 1/2 */
+        if (m->bits >= 62)
+            return -1;
+        uint32_t bits = m->bits + 1;
+        uint64_t mask = (1ull << bits) - 1;
+        mem_cell *cells = calloc(mask + 1, sizeof *cells);
+        if (!cells)
+            return -1;
+        for (uint64_t i = 0; i <= m->mask; i++)
+            if (m->cells[i].frame)
+                mem_place(cells, mask, bits, m->cells[i].pfn, m->cells[i].frame);
+        free(m->cells);
+        m->cells = cells;
+        m->mask = mask;
+        m->bits = bits;
+    }
+    uint64_t i = mem_home(m, pfn);
+    while (m->cells[i].frame != NULL) {
+        if (m->cells[i].pfn == pfn) {  /* already indexed: the buffer is replaced */
+            m->cells[i].frame = frame;
+            return 0;
+        }
+        i = (i + 1) & m->mask;
+    }
+    m->cells[i].pfn = pfn;
+    m->cells[i].frame = frame;
+    m->count++;
+    return 0;
+}
+
+void mem_remove_frame(iommu_mem *m, uint64_t pfn)
+{
+    if (!m)
+        return;
+    uint64_t i = mem_home(m, pfn);
+    while (m->cells[i].frame != NULL && m->cells[i].pfn != pfn)
+        i = (i + 1) & m->mask;
+    if (m->cells[i].frame == NULL)
+        return;
+    /* Backward-shift deletion: move later cells of the probe run into the hole. */
+    uint64_t j = i;
+    for (;;) {
+        j = (j + 1) & m->mask;
+        if (m->cells[j].frame == NULL)
+            break;
+        uint64_t k = mem_home(m, m->cells[j].pfn);
+        int stays = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+        if (stays)
+            continue;
+        m->cells[i] = m->cells[j];
+        i = j;
+    }
+    m->cells[i].frame = NULL;
+    m->cells[i].pfn = 0;
+    m->count--;
+}
+
+/* An 8-byte aligned little-endian read; a frame never written reads as zero. The caller
+ * has checked addr + 8 <= size; alignment keeps the read inside one 4 KiB frame. */
+static inline uint64_t mem_read_u64(const iommu_mem *m, uint64_t addr)
+{
+    const uint8_t *frame = mem_frame(m, addr >> FRAME_SHIFT);
+    if (!frame)
+        return 0;
+    const uint8_t *p = frame + (addr & (PAGE_4K - 8u));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
+    uint64_t v = 0;
+    for (int b = 7; b >= 0; b--)
+        v = v << 8 | p[b];
+    return v;
+#endif
+}
+
+/* ============================================================ replacement caches */
+
+/* SlotCache: `size` fully associative slots; a hash from key to slot; a doubly-linked
+ * list of occupied slots, oldest first (LRU moves a slot to the end on a hit, FIFO
+ * does not); free slots as a stack (slot 0 on top at start). Keys are (a, b). */
+typedef struct {
+    uint64_t a;
+    uint32_t b;
+    int32_t slot;  /* -1: empty cell */
+} hash_cell;
+
+typedef struct {
+    uint32_t size, used, nfree, policy;
+    uint64_t rng;
+    uint32_t *free_stack;
+    int32_t *prev, *next;  /* size + 1 links; index `size` is the list head */
+    uint64_t *key_a;
+    uint32_t *key_b;
+    uint8_t *valid;
+    hash_cell *cells;
+    uint64_t hmask;
+    uint32_t hbits;
+} slot_cache;
+
+/* xorshift64: the random-replacement generator both engines share. */
+static inline uint64_t rng_next(uint64_t s)
+{
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+}
+
+static inline uint64_t cache_home(const slot_cache *c, uint64_t a, uint32_t b)
+{
+    uint64_t x = mix64(a ^ ((uint64_t)b * 0xC2B2AE3D27D4EB4Full));
+    return (x * 0xBF58476D1CE4E5B9ull) >> (64u - c->hbits);
+}
+
+static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t seed)
+{
+    memset(c, 0, sizeof *c);
+    c->size = size;
+    c->policy = policy;
+    c->rng = seed ? seed : 1;
+    c->hbits = 1;
+    while (c->hbits < 40 && (1ull << c->hbits) < 2ull * size)
+        c->hbits++;
+    c->hmask = (1ull << c->hbits) - 1;
+    c->free_stack = malloc(((size_t)size + 1) * sizeof *c->free_stack);
+    c->prev = malloc(((size_t)size + 1) * sizeof *c->prev);
+    c->next = malloc(((size_t)size + 1) * sizeof *c->next);
+    c->key_a = calloc((size_t)size + 1, sizeof *c->key_a);
+    c->key_b = calloc((size_t)size + 1, sizeof *c->key_b);
+    c->valid = calloc((size_t)size + 1, 1);
+    c->cells = malloc((size_t)(c->hmask + 1) * sizeof *c->cells);
+    if (!c->free_stack || !c->prev || !c->next || !c->key_a || !c->key_b || !c->valid ||
+        !c->cells)
+        return -1;
+    for (uint32_t k = 0; k < size; k++)  /* pop order: slot 0 first */
+        c->free_stack[k] = size - 1 - k;
+    c->nfree = size;
+    c->prev[size] = c->next[size] = (int32_t)size;
+    for (uint64_t i = 0; i <= c->hmask; i++)
+        c->cells[i].slot = -1;
+    return 0;
+}
+
+static void cache_release(slot_cache *c)
+{
+    free(c->free_stack);
+    free(c->prev);
+    free(c->next);
+    free(c->key_a);
+    free(c->key_b);
+    free(c->valid);
+    free(c->cells);
+}
+
+static inline void list_unlink(slot_cache *c, int32_t s)
+{
+    c->next[c->prev[s]] = c->next[s];
+    c->prev[c->next[s]] = c->prev[s];
+}
+
+static inline void list_append(slot_cache *c, int32_t s)
+{
+    int32_t head = (int32_t)c->size, tail = c->prev[head];
+    c->prev[s] = tail;
+    c->next[s] = head;
+    c->next[tail] = s;
+    c->prev[head] = s;
+}
+
+/* The slot holding a key, or -1; no replacement state is touched (a peek). */
+static inline int32_t cache_find(const slot_cache *c, uint64_t a, uint32_t b)
+{
+    uint64_t i = cache_home(c, a, b);
+    for (;;) {  /* bounded: at most `size` of >= 2 * size cells are used */
+        const hash_cell *h = &c->cells[i];
+        if (h->slot < 0)
+            return -1;
+        if (h->a == a && h->b == b)
+            return h->slot;
+        i = (i + 1) & c->hmask;
+    }
+}
+
+static inline int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
+{
+    if (c->used == 0)
+        return -1;
+    int32_t s = cache_find(c, a, b);
+    if (s >= 0 && c->policy == POLICY_LRU && c->prev[c->size] != s) {
+        list_unlink(c, s);  /* LRU: most recently used goes last */
+        list_append(c, s);
+    }
+    return s;
+}
+
+static void hash_delete(slot_cache *c, uint64_t a, uint32_t b)
+{
+    uint64_t i = cache_home(c, a, b);
+    while (c->cells[i].slot >= 0 && !(c->cells[i].a == a && c->cells[i].b == b))
+        i = (i + 1) & c->hmask;
+    if (c->cells[i].slot < 0)
+        return;
+    uint64_t j = i;
+    for (;;) {  /* backward-shift deletion */
+        j = (j + 1) & c->hmask;
+        if (c->cells[j].slot < 0)
+            break;
+        uint64_t k = cache_home(c, c->cells[j].a, c->cells[j].b);
+        int stays = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+        if (stays)
+            continue;
+        c->cells[i] = c->cells[j];
+        i = j;
+    }
+    c->cells[i].slot = -1;
+}
+
+static void hash_insert(slot_cache *c, uint64_t a, uint32_t b, int32_t slot)
+{
+    uint64_t i = cache_home(c, a, b);
+    while (c->cells[i].slot >= 0) {
+        if (c->cells[i].a == a && c->cells[i].b == b)
+            break;  /* not reached: a key is inserted only after a lookup missed */
+        i = (i + 1) & c->hmask;
+    }
+    c->cells[i].a = a;
+    c->cells[i].b = b;
+    c->cells[i].slot = slot;
+}
+
+/* Take a slot for a new key: a free one, else the policy's victim (*evicted set; the
+ * victim's value is still in the caller's array). -1 when the cache has no slots. */
+static int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, int *evicted)
+{
+    int32_t s;
+    *evicted = 0;
+    if (c->size == 0)
+        return -1;
+    if (c->nfree) {
+        s = (int32_t)c->free_stack[--c->nfree];
+    } else {
+        if (c->policy == POLICY_RANDOM) {
+            c->rng = rng_next(c->rng);
+            s = (int32_t)(c->rng % c->size);
+        } else {
+            s = c->next[c->size];  /* the oldest in the list */
+        }
+        *evicted = 1;
+        hash_delete(c, c->key_a[s], c->key_b[s]);
+        list_unlink(c, s);
+        c->used--;
+    }
+    c->key_a[s] = a;
+    c->key_b[s] = b;
+    c->valid[s] = 1;
+    hash_insert(c, a, b, s);
+    list_append(c, s);
+    c->used++;
+    return s;
+}
+
+/* Drop one occupied slot (remove_where does this for each match, in slot order). */
+static void cache_remove_slot(slot_cache *c, int32_t s)
+{
+    hash_delete(c, c->key_a[s], c->key_b[s]);
+    list_unlink(c, s);
+    c->valid[s] = 0;
+    c->key_a[s] = 0;
+    c->key_b[s] = 0;
+    c->free_stack[c->nfree++] = (uint32_t)s;
+    c->used--;
+}
+
+/* ===================================================================== unit state */
+
+/* A cached, validated context entry (tagged by source id; DID for invalidation). */
+typedef struct {
+    uint64_t slpt, gen;
+    uint32_t sid, did, tt, aw, width, fpd;
+} context_entry;
+
+/* A cached leaf translation, tagged by domain id, leaf level and page number. */
+typedef struct {
+    uint64_t vpn, base, gen;
+    uint32_t did, level, perm, snp, tm;
+} iotlb_entry;
+
+typedef struct {
+    uint32_t fault, level, perm, snp, tm;
+    uint64_t base;
+} walk_leaf;
+
+struct iommu_unit {
+    iommu_config cfg;
+    iommu_mem *mem;
+    iommu_counters counters;
+    iommu_fault_regs faults;
+    uint64_t root_table;
+    int enabled;
+    slot_cache context_cache;
+    context_entry *context_values;
+    slot_cache iotlb;
+    iotlb_entry *iotlb_values;
+    uint32_t iotlb_level_count[4];  /* valid IOTLB entries per leaf level (1..3) */
+    uint64_t addr_mask, did_mask;
+    uint64_t sl_reserved[6][2];
+    uint64_t root_reserved_lo, context_reserved_lo, context_reserved_hi;
+};
+
+/* masks[level][ps]: reserved bits of a present second-level entry (spec 9.8). */
+static void second_level_reserved_masks(iommu_unit *u, uint32_t haw)
+{
+    const iommu_config *cfg = &u->cfg;
+    uint64_t above_haw = ((1ull << 52) - 1) & ~((1ull << haw) - 1);  /* bits 51:HAW */
+    uint64_t leaf_extra = (cfg->sc ? 0 : SL_SNP) | (cfg->dt ? 0 : SL_TM);
+    memset(u->sl_reserved, 0, sizeof u->sl_reserved);
+    for (uint32_t level = 1; level < 6; level++) {
+        u->sl_reserved[level][0] = above_haw | (level == 1 ? leaf_extra : 0);
+        if (level == 2 && (cfg->sllps & 1))  /* 2 MiB leaf: address bits 20:12 reserved */
+            u->sl_reserved[level][1] = above_haw | leaf_extra | 0x1FF000ull;
+        else if (level == 3 && (cfg->sllps & 2))  /* 1 GiB leaf: bits 29:12 reserved */
+            u->sl_reserved[level][1] = above_haw | leaf_extra | 0x3FFFF000ull;
+        else if (level == 1)
+            u->sl_reserved[level][1] = u->sl_reserved[level][0];  /* bit 7 ignored at 4K */
+        else
+            u->sl_reserved[level][1] = above_haw | SL_PS;  /* PS where no such page size */
+    }
+}
+
+iommu_unit *unit_new(const iommu_config *cfg, iommu_mem *mem)
+{
+    if (!cfg || !mem)
+        return NULL;
+    iommu_unit *u = calloc(1, sizeof *u);
+    if (!u)
+        return NULL;
+    u->cfg = *cfg;
+    u->mem = mem;
+    /* The ring has 1..256 registers (the Python engine would fail on 0). */
+    u->faults.nfr = cfg->nfr == 0 ? 1 : (cfg->nfr > 256 ? 256 : cfg->nfr);
+    u->faults.fectl = 1u << 31;  /* IM set at reset (spec: FECTL reset value) */
+    uint32_t haw = cfg->haw < 52 ? cfg->haw : 52;
+    u->addr_mask = ((1ull << haw) - 1) & ~0xFFFull;
+    u->did_mask = cfg->domain_id_bits >= 64 ? ~0ull : (1ull << cfg->domain_id_bits) - 1;
+    second_level_reserved_masks(u, haw);
+    /* Root entry (legacy, spec 9.1): low 11:1 and 63:HAW reserved; high half reserved. */
+    u->root_reserved_lo = 0xFFEull | ~((1ull << haw) - 1);
+    /* Context entry (legacy, spec 9.3): low 11:4 and 63:HAW; high 7 and 63:24. */
+    u->context_reserved_lo = 0xFF0ull | ~((1ull << haw) - 1);
+    u->context_reserved_hi = 0x80ull | ~((1ull << 24) - 1);
+    int bad = cache_init(&u->context_cache, cfg->context_entries, cfg->policy, cfg->seed);
+    bad |= cache_init(&u->iotlb, cfg->iotlb_entries, cfg->policy, cfg->seed ^ 0x5DEECE66Dull);
+    u->context_values = calloc((size_t)cfg->context_entries + 1, sizeof *u->context_values);
+    u->iotlb_values = calloc((size_t)cfg->iotlb_entries + 1, sizeof *u->iotlb_values);
+    if (bad || !u->context_values || !u->iotlb_values) {
+        unit_free(u);
+        return NULL;
+    }
+    return u;
+}
+
+void unit_free(iommu_unit *u)
+{
+    if (!u)
+        return;
+    cache_release(&u->context_cache);
+    cache_release(&u->iotlb);
+    free(u->context_values);
+    free(u->iotlb_values);
+    free(u);
+}
+
+void unit_set_root_table(iommu_unit *u, uint64_t rtaddr) { u->root_table = rtaddr & u->addr_mask; }
+void unit_set_enabled(iommu_unit *u, int enabled) { u->enabled = enabled != 0; }
+iommu_counters *unit_counters(iommu_unit *u) { return &u->counters; }
+iommu_fault_regs *unit_fault_regs(iommu_unit *u) { return &u->faults; }
+uint32_t unit_context_occupancy(iommu_unit *u) { return u->context_cache.used; }
+uint32_t unit_iotlb_occupancy(iommu_unit *u) { return u->iotlb.used; }
+
+/* ======================================================================== context */
+
+/* Root entry then context entry for `sid` (spec 3.4.2). Returns the fault (0: *e filled);
+ * *fpd is the context entry's FPD once it was read. */
+static uint32_t fetch_context(iommu_unit *u, uint32_t sid, int count, context_entry *e,
+                              uint32_t *fpd)
+{
+    const iommu_mem *mem = u->mem;
+    *fpd = 0;
+    uint64_t raddr = u->root_table + (uint64_t)(sid >> 8) * 16;
+    if (raddr + 16 > mem->size)
+        return FR_ROOT_ENTRY_READ_ERROR;
+    uint64_t rlo = mem_read_u64(mem, raddr), rhi = mem_read_u64(mem, raddr + 8);
+    if (count)
+        u->counters.memory_reads++;
+    if (!(rlo & 1))
+        return FR_ROOT_ENTRY_NOT_PRESENT;
+    if ((rlo & u->root_reserved_lo) || rhi)
+        return FR_ROOT_ENTRY_RESERVED;
+    uint64_t caddr = (rlo & u->addr_mask) + (uint64_t)(sid & 0xFF) * 16;
+    if (caddr + 16 > mem->size)
+        return FR_CONTEXT_ENTRY_READ_ERROR;
+    uint64_t clo = mem_read_u64(mem, caddr), chi = mem_read_u64(mem, caddr + 8);
+    if (count)
+        u->counters.memory_reads++;
+    *fpd = (uint32_t)(clo >> 1 & 1);  /* FPD is evaluated even when P is clear (spec 9.3) */
+    if (!(clo & 1))
+        return FR_CONTEXT_ENTRY_NOT_PRESENT;
+    if ((clo & u->context_reserved_lo) || (chi & u->context_reserved_hi))
+        return FR_CONTEXT_ENTRY_RESERVED;
+    uint32_t tt = (uint32_t)(clo >> 2 & 3), aw = (uint32_t)(chi & 7);
+    const iommu_config *cfg = &u->cfg;
+    if (aw > 3  /* SAGAW bit 4 is reserved: at most 5 levels */
+        || !(cfg->sagaw >> aw & 1) || tt == 3 || (tt == TT_ALL && !cfg->dt) ||
+        (tt == TT_PASSTHROUGH && !cfg->pt))
+        return FR_CONTEXT_ENTRY_INVALID;
+    /* DID bits above the ND width are not implemented (spec 9.3): ignore them. */
+    e->sid = sid;
+    e->did = (uint32_t)((chi >> 8) & u->did_mask);
+    e->tt = tt;
+    e->aw = aw;
+    e->width = cfg->mgaw < 30 + 9 * aw ? cfg->mgaw : 30 + 9 * aw;
+    e->slpt = clo & u->addr_mask;
+    e->fpd = *fpd;
+    e->gen = *mem->generation;
+    return 0;
+}
+
+static inline int context_same_as(const context_entry *a, const context_entry *b)
+{
+    return a->did == b->did && a->tt == b->tt && a->aw == b->aw && a->slpt == b->slpt &&
+           a->fpd == b->fpd;
+}
+
+/* Input address above 2^width - 1 (spec 3.6); a width of 64 or more holds every address. */
+static inline int beyond_width(uint64_t iova, uint32_t width)
+{
+    return width < 64 && (iova >> width) != 0;
+}
+
+/* ============================================================= second-level walk */
+
+/* Walk from the top level down (spec 3.6); loops in the tables cannot run away: there
+ * are at most `levels` (<= 5) reads. Returns the fault; leaf filled on success. */
+static inline uint32_t second_level_walk(iommu_unit *u, uint64_t slpt, uint32_t levels,
+                                         uint64_t iova, uint32_t write, int count,
+                                         walk_leaf *leaf)
+{
+    const iommu_mem *mem = u->mem;
+    const uint64_t size = mem->size;
+    const uint64_t need = write ? SL_W : SL_R;
+    uint64_t perm = 7, table = slpt;
+    for (uint32_t level = levels; level >= 1; level--) {
+        uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
+        if (addr + 8 > size)
+            return FR_PAGING_ENTRY_READ_ERROR;
+        uint64_t entry = mem_read_u64(mem, addr);
+        if (count)
+            u->counters.memory_reads++;
+        /* The request's right at this level first (a not-present entry has neither). */
+        if (!(entry & need))
+            return write ? FR_WRITE_NOT_PERMITTED : FR_READ_NOT_PERMITTED;
+        uint32_t ps = (entry & SL_PS) ? 1 : 0;
+        if (entry & u->sl_reserved[level][ps])
+            return FR_PAGING_ENTRY_RESERVED;
+        perm &= entry;
+        if (level == 1 || ps) {
+            uint64_t page_mask = (1ull << level_shift(level)) - 1;
+            leaf->level = level;
+            leaf->base = entry & u->addr_mask & ~page_mask;
+            leaf->perm = (uint32_t)(perm & 7);
+            leaf->snp = (uint32_t)(entry >> 11 & 1);
+            leaf->tm = (uint32_t)(entry >> 62 & 1);
+            return 0;
+        }
+        table = entry & u->addr_mask;
+    }
+    return FR_PAGING_ENTRY_READ_ERROR;  /* unreachable: level 1 is always a leaf */
+}
+
+/* ========================================================================= IOTLB */
+
+static inline uint32_t iotlb_tag(uint32_t did, uint32_t level) { return did << 2 | level; }
+
+/* 4 KiB first, then 2 MiB, then 1 GiB, skipping levels with no entries. `touch`: LRU
+ * update (a lookup) or not (a peek). */
+static inline iotlb_entry *iotlb_lookup(iommu_unit *u, uint32_t did, uint64_t iova, int touch)
+{
+    for (uint32_t level = 1; level <= 3; level++) {
+        if (u->iotlb_level_count[level]) {
+            uint64_t vpn = iova >> level_shift(level);
+            int32_t s = touch ? cache_lookup(&u->iotlb, vpn, iotlb_tag(did, level))
+                              : cache_find(&u->iotlb, vpn, iotlb_tag(did, level));
+            if (s >= 0)
+                return &u->iotlb_values[s];
+        }
+    }
+    return NULL;
+}
+
+static void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, const walk_leaf *leaf)
+{
+    if (u->iotlb.size == 0)
+        return;
+    uint64_t vpn = iova >> level_shift(leaf->level);
+    int evicted;
+    int32_t s = cache_insert(&u->iotlb, vpn, iotlb_tag(did, leaf->level), &evicted);
+    iotlb_entry *e = &u->iotlb_values[s];
+    if (evicted) {
+        u->counters.iotlb_evictions++;
+        u->iotlb_level_count[e->level]--;
+    }
+    e->did = did;
+    e->level = leaf->level;
+    e->vpn = vpn;
+    e->base = leaf->base;
+    e->perm = leaf->perm;
+    e->snp = leaf->snp;
+    e->tm = leaf->tm;
+    e->gen = *u->mem->generation;
+    u->iotlb_level_count[leaf->level]++;
+}
+
+/* ========================================================================= faults */
+
+static void fault_event(iommu_fault_regs *f)
+{
+    if (f->fectl >> 31 & 1)  /* IM: hold the interrupt pending */
+        f->fectl |= 1u << 30;
+    else
+        f->fault_events++;
+}
+
+/* Primary fault logging (spec 7.2.1): the ring of fault recording registers. Python may
+ * have written any value into nfr/next: they are clamped into the 256 registers. */
+static int record_fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t iova,
+                        uint32_t access)
+{
+    iommu_fault_regs *f = &u->faults;
+    uint32_t nfr = f->nfr == 0 ? 1 : (f->nfr > 256 ? 256 : f->nfr);
+    if (u->cfg.collapse_faults && f->pending) {
+        for (uint32_t i = 0; i < nfr; i++)
+            if ((f->frcd_hi[i] >> 63) && (f->frcd_hi[i] & 0xFFFF) == sid)
+                return 0;
+    }
+    if (f->pfo)
+        return 0;
+    uint32_t i = f->next < nfr ? f->next : f->next % nfr;
+    if (f->frcd_hi[i] >> 63) {
+        f->pfo = 1;
+        fault_event(f);
+        return 0;
+    }
+    f->frcd_lo[i] = iova & ~0xFFFull;
+    f->frcd_hi[i] = 1ull << 63 | (access & ACCESS_WRITE ? 0 : 1ull << 62)  /* T: 0 write */
+                    | (uint64_t)reason << 32 | (access & ACCESS_EXECUTE ? 1ull << 30 : 0) |
+                    (access & ACCESS_PRIVILEGED ? 1ull << 29 : 0) | sid;
+    f->next = (i + 1) % nfr;
+    f->pending++;
+    if (f->pending == 1) {
+        f->fri = i;
+        fault_event(f);
+    }
+    return 1;
+}
+
+static void fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t iova,
+                  uint32_t access, uint32_t fpd, uint32_t flags, iommu_result *out)
+{
+    u->counters.faults++;
+    if (!fpd && record_fault(u, reason, sid, iova, access)) {
+        u->counters.faults_recorded++;
+        flags |= FLAG_FAULT_RECORDED;
+    }
+    out->fault = (uint8_t)reason;
+    out->hpa = 0;
+    out->page_size = 0;
+    out->flags = (uint8_t)flags;
+}
+
+/* ==================================================================== translation */
+
+/* Request type, address width, then pass-through, IOTLB or walk. A fault is returned
+ * in out, not recorded; *hit is the IOTLB entry that served the request (or NULL).
+ * Context TT (spec 9.3): 00 blocks translation and translated requests; 01 allows
+ * them; 10 (pass-through) blocks them. */
+static inline void translate_with_context(iommu_unit *u, const context_entry *ctx,
+                                          uint64_t iova, uint32_t access, uint32_t flags,
+                                          iommu_result *out, iotlb_entry **hit)
+{
+    const uint32_t write = access & ACCESS_WRITE;
+    *hit = NULL;
+    out->hpa = 0;
+    out->page_size = 0;
+    if (UNLIKELY(access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED))) {
+        if (ctx->tt != TT_ALL) {
+            out->fault = FR_TRANSLATION_REQUEST_BLOCKED;
+            out->flags = (uint8_t)flags;
+            return;
+        }
+        if (access & ACCESS_TRANSLATED) {  /* already a host address: passes as it is */
+            out->fault = 0;
+            out->hpa = iova;
+            out->page_size = PAGE_4K;
+            out->flags = (uint8_t)(flags | FLAG_PASSTHROUGH);
+            return;
+        }
+    }
+    if (beyond_width(iova, ctx->width)) {  /* spec 3.6 */
+        out->fault = FR_ADDRESS_BEYOND_WIDTH;
+        out->flags = (uint8_t)flags;
+        return;
+    }
+    if (ctx->tt == TT_PASSTHROUGH) {
+        out->fault = 0;
+        out->hpa = iova;
+        out->page_size = PAGE_4K;
+        out->flags = (uint8_t)(flags | FLAG_PASSTHROUGH);
+        return;
+    }
+    iommu_counters *c = &u->counters;
+    iotlb_entry *e = iotlb_lookup(u, ctx->did, iova, 1);
+    if (e) {
+        c->iotlb_hits++;
+        *hit = e;
+        out->flags = (uint8_t)(flags | FLAG_IOTLB_HIT);
+        /* A cached translation without the right faults; hardware does not re-walk. */
+        if (!(e->perm & (write ? SL_W : SL_R))) {
+            out->fault = write ? FR_WRITE_NOT_PERMITTED : FR_READ_NOT_PERMITTED;
+            return;
+        }
+        uint64_t size = 1ull << level_shift(e->level);
+        out->fault = 0;
+        out->hpa = e->base | (iova & (size - 1));
+        out->page_size = size;
+        return;
+    }
+    c->iotlb_misses++;
+    c->walks++;
+    walk_leaf leaf = {0, 0, 0, 0, 0, 0};
+    uint32_t f = second_level_walk(u, ctx->slpt, ctx->aw + 2, iova, write, 1, &leaf);
+    out->flags = (uint8_t)flags;
+    if (f) {
+        out->fault = (uint8_t)f;
+        return;
+    }
+    iotlb_fill(u, ctx->did, iova, &leaf);
+    uint64_t size = 1ull << level_shift(leaf.level);
+    out->fault = 0;
+    out->hpa = leaf.base | (iova & (size - 1));
+    out->page_size = size;
+}
+
+/* Compare a cache-served result with the tables as they are now (no counted reads).
+ * Cache entries remember the memory generation they were checked at; only when memory
+ * was written since is the fresh walk done. Equal entries are re-stamped. */
+static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit, uint32_t sid,
+                        uint64_t iova, uint32_t access, iommu_result *out)
+{
+    uint64_t gen = *u->mem->generation;
+    if (ctx->gen == gen && (hit == NULL || hit->gen == gen))
+        return;
+    context_entry fresh_ctx;
+    uint32_t fpd;
+    uint32_t ctx_fault = fetch_context(u, sid, 0, &fresh_ctx, &fpd);
+    uint32_t fresh_fault = ctx_fault;
+    uint64_t fresh_hpa = 0;
+    int have_leaf = 0;
+    walk_leaf leaf = {0, 0, 0, 0, 0, 0};
+    if (!ctx_fault) {
+        if ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) &&
+            fresh_ctx.tt != TT_ALL) {
+            fresh_fault = FR_TRANSLATION_REQUEST_BLOCKED;
+        } else if (access & ACCESS_TRANSLATED) {
+            fresh_hpa = iova;
+        } else if (beyond_width(iova, fresh_ctx.width)) {
+            fresh_fault = FR_ADDRESS_BEYOND_WIDTH;
+        } else if (fresh_ctx.tt == TT_PASSTHROUGH) {
+            fresh_hpa = iova;
+        } else {
+            leaf.fault = second_level_walk(u, fresh_ctx.slpt, fresh_ctx.aw + 2, iova,
+                                           access & ACCESS_WRITE, 0, &leaf);
+            have_leaf = 1;
+            if (leaf.fault) {
+                fresh_fault = leaf.fault;
+            } else {
+                uint64_t size = 1ull << level_shift(leaf.level);
+                fresh_hpa = leaf.base | (iova & (size - 1));
+            }
+        }
+    }
+    if (fresh_fault != out->fault || fresh_hpa != out->hpa) {
+        u->counters.stale_hits++;
+        out->flags |= FLAG_STALE;
+        return;
+    }
+    if (!ctx_fault && context_same_as(ctx, &fresh_ctx))
+        ctx->gen = gen;
+    if (hit && have_leaf && !leaf.fault && fresh_ctx.did == ctx->did &&
+        hit->level == leaf.level && hit->base == leaf.base && hit->perm == leaf.perm &&
+        hit->snp == leaf.snp && hit->tm == leaf.tm)
+        hit->gen = gen;
+}
+
+/* One request (legacy mode: translated without PASID). */
+static inline void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uint32_t access,
+                             iommu_result *out)
+{
+    iommu_counters *c = &u->counters;
+    c->translations++;
+    if (UNLIKELY(!u->enabled)) {  /* translation disabled (GSTS.TES=0): untranslated */
+        out->fault = 0;
+        out->hpa = iova;
+        out->page_size = PAGE_4K;
+        out->flags = FLAG_PASSTHROUGH;
+        return;
+    }
+    uint32_t flags = 0;
+    context_entry fetched;
+    context_entry *ctx;
+    int32_t s = cache_lookup(&u->context_cache, sid, 0);
+    if (LIKELY(s >= 0)) {
+        c->context_hits++;
+        flags |= FLAG_CONTEXT_HIT;
+        ctx = &u->context_values[s];
+    } else {
+        c->context_misses++;
+        uint32_t fpd;
+        uint32_t f = fetch_context(u, sid, 1, &fetched, &fpd);
+        if (f) {
+            fault(u, f, sid, iova, access, fpd, flags, out);
+            return;
+        }
+        int evicted;
+        s = cache_insert(&u->context_cache, sid, 0, &evicted);
+        if (evicted)
+            c->context_evictions++;
+        if (s >= 0) {
+            u->context_values[s] = fetched;
+            ctx = &u->context_values[s];
+        } else {
+            ctx = &fetched;  /* no context cache */
+        }
+    }
+    iotlb_entry *hit;
+    translate_with_context(u, ctx, iova, access, flags, out, &hit);
+    if (u->cfg.track_stale && (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT)))
+        check_stale(u, ctx, hit, sid, iova, access, out);
+    if (out->fault)
+        fault(u, out->fault, sid, iova, access, ctx->fpd, out->flags, out);
+}
+
+void unit_translate(iommu_unit *u, uint16_t sid, uint64_t iova, uint32_t access,
+                    uint32_t pasid, iommu_result *out)
+{
+    (void)pasid;  /* legacy mode: requests are translated without PASID */
+    translate(u, sid, iova, access, out);
+}
+
+void unit_translate_batch(iommu_unit *u, const uint16_t *sids, const uint64_t *iovas,
+                          const uint8_t *accesses, uint64_t n, uint64_t *out_hpa,
+                          uint8_t *out_fault, uint8_t *out_flags)
+{
+    iommu_result r;
+    for (uint64_t i = 0; i < n; i++) {
+        translate(u, sids[i], iovas[i], accesses[i], &r);
+        out_hpa[i] = r.hpa;
+        out_fault[i] = r.fault;
+        out_flags[i] = r.flags;
+    }
+}
+
+/* =================================================================== invalidation */
+
+/* Context-cache invalidation (spec 6.5.1.1). Returns the granularity performed. */
+uint32_t unit_invalidate_context(iommu_unit *u, uint32_t granularity, uint32_t did,
+                                 uint32_t sid, uint32_t fm)
+{
+    if (granularity < 1 || granularity > 3)
+        return 0;
+    /* FM (CCMD bits 33:32) masks the 1, 2 or 3 most significant function bits. */
+    fm &= 3;
+    uint32_t mask = 0xFFFFu & ~(((1u << fm) - 1) << (3 - fm));
+    slot_cache *c = &u->context_cache;
+    uint64_t removed = 0;
+    for (uint32_t s = 0; s < c->size; s++) {
+        if (!c->valid[s])
+            continue;
+        const context_entry *e = &u->context_values[s];
+        int match = granularity == 1 ||
+                    (granularity == 2 && e->did == did) ||
+                    (granularity == 3 && (e->sid & mask) == (sid & mask) && e->did == did);
+        if (match) {
+            cache_remove_slot(c, (int32_t)s);
+            removed++;
+        }
+    }
+    u->counters.context_invalidations += removed;
+    return granularity;
+}
+
+/* IOTLB invalidation (spec 6.5.1.2). Returns the granularity performed. */
+uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did,
+                               uint64_t addr, uint32_t am, uint32_t ih)
+{
+    (void)ih;
+    if (granularity == 3 && (!u->cfg.psi || am > u->cfg.mamv))
+        granularity = 2;  /* page-selective not possible: invalidate the whole domain */
+    if (granularity < 1 || granularity > 3)
+        return 0;
+    /* Page-selective: the 2^AM pages at addr (aligned); [start, last] inclusive so that
+     * a span reaching 2^64 does not overflow. */
+    uint64_t start = 0, last = ~0ull;
+    if (granularity == 3 && am < 52u) {  /* else the span covers all of 2^64 */
+        uint64_t span = 1ull << (12 + am);
+        start = addr & ~(span - 1);
+        last = start + (span - 1);
+    }
+    slot_cache *c = &u->iotlb;
+    uint64_t removed = 0;
+    for (uint32_t s = 0; s < c->size; s++) {
+        if (!c->valid[s])
+            continue;
+        const iotlb_entry *e = &u->iotlb_values[s];
+        int match;
+        if (granularity == 1) {
+            match = 1;
+        } else if (granularity == 2) {
+            match = e->did == did;
+        } else {
+            uint32_t shift = level_shift(e->level);
+            uint64_t e_start = e->vpn << shift;
+            uint64_t e_last = e_start + ((1ull << shift) - 1);
+            match = e->did == did && e_start <= last && start <= e_last;
+        }
+        if (match) {
+            u->iotlb_level_count[e->level]--;
+            cache_remove_slot(c, (int32_t)s);
+            removed++;
+        }
+    }
+    u->counters.iotlb_invalidations += removed;
+    return granularity;
+}
