@@ -61,9 +61,11 @@ enum {
 enum { POLICY_LRU = 0, POLICY_FIFO = 1, POLICY_RANDOM = 2 };
 
 #if defined(__GNUC__)
+#define COLD __attribute__((cold, noinline))
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
+#define COLD
 #define LIKELY(x) (x)
 #define UNLIKELY(x) (x)
 #endif
@@ -88,14 +90,6 @@ struct iommu_mem {
     uint32_t bits;          /* log2(capacity) */
     uint64_t count;
 };
-
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 31;
-    x *= 0x9E3779B97F4A7C15ull;
-    x ^= x >> 29;
-    return x;
-}
 
 static inline uint64_t mem_home(const iommu_mem *m, uint64_t pfn)
 {
@@ -243,16 +237,21 @@ typedef struct {
 } hash_cell;
 
 typedef struct {
+    int32_t prev, next;
+} cache_link;
+
+typedef struct {
     uint32_t size, used, nfree, policy;
     uint64_t rng;
     uint32_t *free_stack;
-    int32_t *prev, *next;  /* size + 1 links; index `size` is the list head */
+    cache_link *link;  /* size + 1 links; index `size` is the list head */
     uint64_t *key_a;
     uint32_t *key_b;
     uint8_t *valid;
     hash_cell *cells;
     uint64_t hmask;
     uint32_t hbits;
+    int32_t last;  /* the slot the last lookup found: checked by key before the hash */
 } slot_cache;
 
 /* xorshift64: the random-replacement generator both engines share. */
@@ -264,10 +263,11 @@ static inline uint64_t rng_next(uint64_t s)
     return s;
 }
 
+/* Fibonacci hashing of the key: the top bits of one multiply. */
 static inline uint64_t cache_home(const slot_cache *c, uint64_t a, uint32_t b)
 {
-    uint64_t x = mix64(a ^ ((uint64_t)b * 0xC2B2AE3D27D4EB4Full));
-    return (x * 0xBF58476D1CE4E5B9ull) >> (64u - c->hbits);
+    uint64_t x = (a ^ (uint64_t)b << 44 ^ (uint64_t)b) * 0x9E3779B97F4A7C15ull;
+    return x >> (64u - c->hbits);
 }
 
 static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t seed)
@@ -277,23 +277,23 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
     c->policy = policy;
     c->rng = seed ? seed : 1;
     c->hbits = 1;
+    c->last = -1;
     while (c->hbits < 40 && (1ull << c->hbits) < 2ull * size)
         c->hbits++;
     c->hmask = (1ull << c->hbits) - 1;
     c->free_stack = malloc(((size_t)size + 1) * sizeof *c->free_stack);
-    c->prev = malloc(((size_t)size + 1) * sizeof *c->prev);
-    c->next = malloc(((size_t)size + 1) * sizeof *c->next);
+    c->link = malloc(((size_t)size + 1) * sizeof *c->link);
     c->key_a = calloc((size_t)size + 1, sizeof *c->key_a);
     c->key_b = calloc((size_t)size + 1, sizeof *c->key_b);
     c->valid = calloc((size_t)size + 1, 1);
     c->cells = malloc((size_t)(c->hmask + 1) * sizeof *c->cells);
-    if (!c->free_stack || !c->prev || !c->next || !c->key_a || !c->key_b || !c->valid ||
+    if (!c->free_stack || !c->link || !c->key_a || !c->key_b || !c->valid ||
         !c->cells)
         return -1;
     for (uint32_t k = 0; k < size; k++)  /* pop order: slot 0 first */
         c->free_stack[k] = size - 1 - k;
     c->nfree = size;
-    c->prev[size] = c->next[size] = (int32_t)size;
+    c->link[size].prev = c->link[size].next = (int32_t)size;
     for (uint64_t i = 0; i <= c->hmask; i++)
         c->cells[i].slot = -1;
     return 0;
@@ -302,8 +302,7 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
 static void cache_release(slot_cache *c)
 {
     free(c->free_stack);
-    free(c->prev);
-    free(c->next);
+    free(c->link);
     free(c->key_a);
     free(c->key_b);
     free(c->valid);
@@ -312,17 +311,20 @@ static void cache_release(slot_cache *c)
 
 static inline void list_unlink(slot_cache *c, int32_t s)
 {
-    c->next[c->prev[s]] = c->next[s];
-    c->prev[c->next[s]] = c->prev[s];
+    cache_link *l = c->link;
+    int32_t p = l[s].prev, n = l[s].next;
+    l[p].next = n;
+    l[n].prev = p;
 }
 
 static inline void list_append(slot_cache *c, int32_t s)
 {
-    int32_t head = (int32_t)c->size, tail = c->prev[head];
-    c->prev[s] = tail;
-    c->next[s] = head;
-    c->next[tail] = s;
-    c->prev[head] = s;
+    cache_link *l = c->link;
+    int32_t head = (int32_t)c->size, tail = l[head].prev;
+    l[s].prev = tail;
+    l[s].next = head;
+    l[tail].next = s;
+    l[head].prev = s;
 }
 
 /* The slot holding a key, or -1; no replacement state is touched (a peek). */
@@ -341,10 +343,18 @@ static inline int32_t cache_find(const slot_cache *c, uint64_t a, uint32_t b)
 
 static inline int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
 {
-    if (c->used == 0)
-        return -1;
-    int32_t s = cache_find(c, a, b);
-    if (s >= 0 && c->policy == POLICY_LRU && c->prev[c->size] != s) {
+    int32_t s = c->last;
+    if (s >= 0 && c->valid[s] && c->key_a[s] == a && c->key_b[s] == b) {
+        /* the same slot as last time (keys are unique: it is the hash's answer too) */
+    } else {
+        if (c->used == 0)
+            return -1;
+        s = cache_find(c, a, b);
+        if (s < 0)
+            return -1;
+        c->last = s;
+    }
+    if (c->policy == POLICY_LRU && c->link[c->size].prev != s) {
         list_unlink(c, s);  /* LRU: most recently used goes last */
         list_append(c, s);
     }
@@ -401,7 +411,7 @@ static int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, int *evicted)
             c->rng = rng_next(c->rng);
             s = (int32_t)(c->rng % c->size);
         } else {
-            s = c->next[c->size];  /* the oldest in the list */
+            s = c->link[c->size].next;  /* the oldest in the list */
         }
         *evicted = 1;
         hash_delete(c, c->key_a[s], c->key_b[s]);
@@ -539,7 +549,7 @@ uint32_t unit_iotlb_occupancy(iommu_unit *u) { return u->iotlb.used; }
 
 /* Root entry then context entry for `sid` (spec 3.4.2). Returns the fault (0: *e filled);
  * *fpd is the context entry's FPD once it was read. */
-static uint32_t fetch_context(iommu_unit *u, uint32_t sid, int count, context_entry *e,
+COLD static uint32_t fetch_context(iommu_unit *u, uint32_t sid, int count, context_entry *e,
                               uint32_t *fpd)
 {
     const iommu_mem *mem = u->mem;
@@ -721,7 +731,7 @@ static int record_fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t i
     return 1;
 }
 
-static void fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t iova,
+COLD static void fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t iova,
                   uint32_t access, uint32_t fpd, uint32_t flags, iommu_result *out)
 {
     u->counters.faults++;
@@ -811,7 +821,7 @@ static inline void translate_with_context(iommu_unit *u, const context_entry *ct
 /* Compare a cache-served result with the tables as they are now (no counted reads).
  * Cache entries remember the memory generation they were checked at; only when memory
  * was written since is the fresh walk done. Equal entries are re-stamped. */
-static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit, uint32_t sid,
+COLD static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit, uint32_t sid,
                         uint64_t iova, uint32_t access, iommu_result *out)
 {
     uint64_t gen = *u->mem->generation;
@@ -860,6 +870,9 @@ static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit, uin
 }
 
 /* One request (legacy mode: translated without PASID). */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
 static inline void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uint32_t access,
                              iommu_result *out)
 {
@@ -901,8 +914,11 @@ static inline void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uint32_
     }
     iotlb_entry *hit;
     translate_with_context(u, ctx, iova, access, flags, out, &hit);
-    if (u->cfg.track_stale && (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT)))
-        check_stale(u, ctx, hit, sid, iova, access, out);
+    if (u->cfg.track_stale && (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT))) {
+        uint64_t gen = *u->mem->generation;  /* unchanged since both were checked: served */
+        if (ctx->gen != gen || (hit != NULL && hit->gen != gen))
+            check_stale(u, ctx, hit, sid, iova, access, out);
+    }
     if (out->fault)
         fault(u, out->fault, sid, iova, access, ctx->fpd, out->flags, out);
 }
