@@ -77,8 +77,8 @@ class FaultRegisters:
         self.fri = 0
         self.fectl = 1 << 31  # IM set at reset (spec: FECTL reset value)
         self.fault_events = 0
-        self.frcd_lo = [0] * nfr
-        self.frcd_hi = [0] * nfr
+        self.frcd_lo = [0] * 256  # 256 registers as in C; the unit uses the first nfr
+        self.frcd_hi = [0] * 256
 
 
 def rng_next(state: int) -> int:
@@ -196,7 +196,7 @@ class PythonEngine:
         self.memory = memory
         self.config = config
         self.counters = Counters()
-        self.faults = FaultRegisters(config.nfr)
+        self.faults = FaultRegisters(min(max(config.nfr, 1), 256))  # NFR + 1 is 1..256
         self.root_table = 0
         self.enabled = False
         self.context_cache = SlotCache(config.context_entries, config.policy, config.seed)
@@ -334,13 +334,14 @@ class PythonEngine:
     def _record_fault(self, reason: int, sid: int, iova: int, access: int) -> bool:
         """Primary fault logging (spec 7.2.1): the ring of fault recording registers."""
         f = self.faults
+        nfr = min(max(f.nfr, 1), 256)  # software may have written these; stay in range
         if self.config.collapse_faults and f.pending:
-            for i in range(f.nfr):
+            for i in range(nfr):
                 if f.frcd_hi[i] >> 63 and f.frcd_hi[i] & 0xFFFF == sid:
                     return False
         if f.pfo:
             return False
-        i = f.next
+        i = f.next % nfr
         if f.frcd_hi[i] >> 63:
             f.pfo = 1
             self._fault_event()
@@ -354,7 +355,7 @@ class PythonEngine:
             | (1 << 29 if access & ACCESS_PRIVILEGED else 0)
             | sid
         )
-        f.next = (i + 1) % f.nfr
+        f.next = (i + 1) % nfr
         f.pending += 1
         if f.pending == 1:
             f.fri = i
@@ -506,6 +507,7 @@ class PythonEngine:
             predicate = lambda e: e.did == did  # noqa: E731
         elif granularity == 3:
             # FM masks the 1, 2 or 3 most significant function bits from the comparison.
+            fm &= 3  # a 2-bit field (CCMD bits 33:32)
             mask = 0xFFFF & ~(((1 << fm) - 1) << (3 - fm))
             predicate = lambda e: (e.sid & mask) == (sid & mask) and e.did == did  # noqa: E731
         else:
