@@ -122,7 +122,7 @@ def test_ring_overflow_sets_pfo_and_events():
     f = c.faults
     assert f.pending == 2 and f.pfo == 1 and f.next == 0
     assert f.fault_events == py.faults.fault_events == 2  # first record, then overflow
-    assert [f.frcd_hi[i] for i in range(2)] == py.faults.frcd_hi
+    assert [f.frcd_hi[i] for i in range(2)] == py.faults.frcd_hi[:2]
     # Software clears record 0 and PFO: the next fault goes into register 0 again.
     for e in (c, py):
         e.faults.frcd_hi[0] = int(e.faults.frcd_hi[0]) & ~(1 << 63)
