@@ -6,6 +6,7 @@ engine, fault registers read and clear the engine's fault recording state.
 from __future__ import annotations
 
 from iommu.capabilities import Capabilities
+from iommu.queued_invalidation import InvalidationQueue
 
 VER = 0x00
 CAP = 0x08
@@ -44,7 +45,11 @@ _GCMD_LEVEL_BITS = GCMD_TE | GCMD_QIE | GCMD_IRE | GCMD_CFI
 
 FSTS_PFO = 1 << 0
 FSTS_PPF = 1 << 1
+FSTS_IQE = 1 << 4
 FSTS_W1C_OTHER = 0b111 << 4  # IQE, ICE, ITE
+ICS_IWC = 1 << 0
+IECTL_IM = 1 << 31
+IECTL_IP = 1 << 30
 FECTL_IM = 1 << 31
 FECTL_IP = 1 << 30
 FRCD_F = 1 << 63
@@ -54,8 +59,8 @@ _M64 = (1 << 64) - 1
 _REG32 = frozenset((VER, GCMD, GSTS, FSTS, FECTL, FEDATA, FEADDR, FEUADDR, ICS, IECTL, IEDATA,
                     IEADDR, IEUADDR))
 # Registers modelled as plain storage (no side effects in this model yet).
-_STORAGE64 = (RTADDR, IQH, IQT, IQA, IRTA)
-_STORAGE32 = (FEDATA, FEADDR, FEUADDR, ICS, IECTL, IEDATA, IEADDR, IEUADDR)
+_STORAGE64 = (RTADDR, IQA, IRTA)
+_STORAGE32 = (FEDATA, FEADDR, FEUADDR, IEDATA, IEADDR, IEUADDR)
 
 
 class RegisterError(ValueError):
@@ -78,6 +83,11 @@ class RegisterFile:
         self.iotlb = 0
         self.latched_root = None  # RTADDR as latched by the last SRTP
         self._on_root_table = on_root_table
+        self.queue = InvalidationQueue()
+        self.iqt = 0
+        self.ics = 0  # IWC: an invalidation wait descriptor with IF completed
+        self.iectl = IECTL_IM  # masked at reset
+        self.invalidation_events = 0  # invalidation completion interrupts signalled
         self.iotlb_offset = caps.iro * 16
         self.frcd_offset = caps.fro * 16
         self.frcd_end = self.frcd_offset + 16 * caps.nfr
@@ -128,9 +138,14 @@ class RegisterFile:
         if offset == GSTS:
             return self.gsts
         if offset == FSTS:
-            return f.pfo | (FSTS_PPF if f.pending else 0) | (f.fri << 8)
+            iqe = FSTS_IQE if self.queue.error else 0
+            return f.pfo | (FSTS_PPF if f.pending else 0) | iqe | (f.fri << 8)
         if offset == FECTL:
             return f.fectl & (FECTL_IM | FECTL_IP)
+        if offset == ICS:
+            return self.ics
+        if offset == IECTL:
+            return self.iectl
         return self.storage32.get(offset, 0)  # GCMD reads 0; others plain storage
 
     def _write_reg32(self, offset: int, value: int) -> None:
@@ -140,6 +155,9 @@ class RegisterFile:
         elif offset == FSTS:
             if value & FSTS_PFO:  # write 1 to clear
                 f.pfo = 0
+            if value & FSTS_IQE and self.queue.error:  # software fixed the queue: go on
+                self.queue.error = False
+                self._process_queue()
             self._maybe_clear_ip()
         elif offset == FECTL:
             im = value & FECTL_IM
@@ -148,6 +166,15 @@ class RegisterFile:
                 fectl &= ~FECTL_IP
                 f.fault_events += 1
             f.fectl = fectl
+        elif offset == ICS:
+            if value & ICS_IWC:
+                self.ics = 0
+                self.iectl &= ~IECTL_IP
+        elif offset == IECTL:
+            self.iectl = (self.iectl & ~IECTL_IM) | (value & IECTL_IM)
+            if not value & IECTL_IM and self.iectl & IECTL_IP:
+                self.iectl &= ~IECTL_IP
+                self.invalidation_events += 1
         elif offset in self.storage32:
             self.storage32[offset] = value
         # writes to read-only or reserved registers are ignored
@@ -168,6 +195,10 @@ class RegisterFile:
         if self.frcd_offset <= base < self.frcd_end:
             i, high = divmod(base - self.frcd_offset, 16)
             return int(f.frcd_hi[i] if high else f.frcd_lo[i])
+        if base == IQH:
+            return self.queue.head << 4
+        if base == IQT:
+            return self.iqt
         return self.storage.get(base, 0)  # reserved registers read as zero
 
     def _write64(self, base: int, value: int, high_half: bool) -> None:
@@ -188,6 +219,11 @@ class RegisterFile:
                 f.frcd_hi[i] = int(f.frcd_hi[i]) & ~FRCD_F  # write 1 to F clears the record
                 f.pending -= 1
                 self._maybe_clear_ip()
+        elif base == IQT:
+            self.iqt = value & 0x7FFF0  # QT, bits 18:4
+            if not high_half:
+                self.queue.tail = self.iqt >> 4
+                self._process_queue()
         elif base in self.storage:
             self.storage[base] = value
 
@@ -195,8 +231,17 @@ class RegisterFile:
     def _global_command(self, value: int) -> None:
         """GCMD: software writes the whole register, one command at a time (spec 11.4.4)."""
         level = value & _GCMD_LEVEL_BITS
+        was_qi = self.gsts & GCMD_QIE
         self.gsts = (self.gsts & ~_GCMD_LEVEL_BITS) | level
         self.engine.set_enabled(bool(self.gsts & GCMD_TE))
+        if level & GCMD_QIE and not was_qi:
+            if not self.caps.qi:
+                self.gsts &= ~GCMD_QIE  # no queued invalidation on this unit: QIES stays 0
+            else:
+                self.queue.enable(self.storage[IQA], bool(self.caps.smts))
+                self._process_queue()
+        elif was_qi and not level & GCMD_QIE:
+            self.queue.disable()
         if value & GCMD_SRTP:
             rtaddr = self.storage[RTADDR]
             if rtaddr >> 10 & 3:
@@ -229,7 +274,27 @@ class RegisterFile:
         # IVT clears; IAIG (58:57) reports the granularity performed.
         self.iotlb = (cmd & ~(1 << 63) & ~(3 << 57)) | (done << 57)
 
+    def _process_queue(self) -> None:
+        had_error = self.queue.error
+        self.queue.process(self.engine.memory, self.engine, self._wait_completed)
+        if self.queue.error and not had_error:
+            self._fault_event()  # IQE is reported like a fault (spec 6.5.2.10)
+
+    def _wait_completed(self) -> None:
+        self.ics = ICS_IWC
+        if self.iectl & IECTL_IM:
+            self.iectl |= IECTL_IP
+        else:
+            self.invalidation_events += 1
+
+    def _fault_event(self) -> None:
+        f = self.engine.faults
+        if f.fectl & FECTL_IM:
+            f.fectl = int(f.fectl) | FECTL_IP
+        else:
+            f.fault_events += 1
+
     def _maybe_clear_ip(self) -> None:
         f = self.engine.faults
-        if not f.pending and not f.pfo:
+        if not f.pending and not f.pfo and not self.queue.error:
             f.fectl = int(f.fectl) & ~FECTL_IP

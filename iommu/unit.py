@@ -36,7 +36,26 @@ from iommu.entries import (
 )
 from iommu.faults import FaultReason, FaultRecord
 from iommu.memory import PhysicalMemory
-from iommu.registers import CCMD, GCMD, GCMD_SRTP, GCMD_TE, GSTS, RTADDR, RegisterFile
+from iommu.queued_invalidation import (
+    DESCRIPTOR_SIZE,
+    context_cache_descriptor,
+    iotlb_descriptor,
+    wait_descriptor,
+)
+from iommu.registers import (
+    CCMD,
+    FSTS,
+    FSTS_IQE,
+    GCMD,
+    GCMD_QIE,
+    GCMD_SRTP,
+    GCMD_TE,
+    GSTS,
+    IQA,
+    IQT,
+    RTADDR,
+    RegisterFile,
+)
 
 _FAULT_BY_CODE = [None] + [None] * 255
 for _reason in FaultReason:
@@ -233,6 +252,48 @@ class RemappingUnit:
         """Clear GCMD.TE: requests pass untranslated."""
         self.mmio_write(GCMD, self.mmio_read(GSTS) & _GSTS_PERSISTENT & ~GCMD_TE)
 
+    def enable_queued_invalidation(self, address: int | None = None) -> None:
+        """Set up a one-page invalidation queue (256 descriptors) and GCMD.QIE, as Linux does.
+
+        From then on ``invalidate_context``/``invalidate_iotlb`` submit descriptors followed
+        by an invalidation wait descriptor, instead of using the CCMD/IOTLB registers.
+        """
+        if not self.caps.qi:
+            raise ValueError("this unit does not support queued invalidation (ECAP.QI = 0)")
+        if address is None:
+            address = self.memory.alloc_frame()
+        self._qi_status = self.memory.alloc_frame()
+        self._qi_sequence = 0
+        self.mmio_write(IQT, 0, 8)
+        self.mmio_write(IQA, address & ~0xFFF, 8)  # QS 0: one page, 128-bit descriptors
+        self._gcmd(GCMD_QIE)
+
+    @property
+    def queued_invalidation(self) -> bool:
+        return bool(self.registers.gsts & GCMD_QIE)
+
+    def submit_descriptors(self, *descriptors: tuple[int, int], wait: bool = True) -> None:
+        """Write descriptors at the queue's tail and move IQT (the unit processes them at
+        once). With ``wait`` an invalidation wait descriptor follows and its status write is
+        checked, as a driver waits for completion. A descriptor the unit rejects (IQE)
+        raises ``RuntimeError``."""
+        queue = self.registers.queue
+        if wait:
+            self._qi_sequence = (self._qi_sequence + 1) & 0xFFFFFFFF
+            descriptors += (wait_descriptor(self._qi_status, self._qi_sequence),)
+        tail = queue.tail
+        for lo, hi in descriptors:
+            addr = queue.base + tail * DESCRIPTOR_SIZE
+            self.memory.write_u64(addr, lo)
+            self.memory.write_u64(addr + 8, hi)
+            tail = (tail + 1) % queue.entries
+        self.mmio_write(IQT, tail << 4, 8)
+        if self.mmio_read(FSTS) & FSTS_IQE:
+            raise RuntimeError(f"invalidation queue error at descriptor {queue.head}")
+        if wait and int.from_bytes(self.memory.read(self._qi_status, 4), "little") \
+                != self._qi_sequence:
+            raise RuntimeError("invalidation wait descriptor did not complete")
+
     def _gcmd(self, bit: int) -> None:
         # Software writes the status bits it wants kept plus the one command (spec 11.4.4).
         self.mmio_write(GCMD, (self.mmio_read(GSTS) & _GSTS_PERSISTENT) | bit)
@@ -362,6 +423,10 @@ class RemappingUnit:
     ) -> str:
         """Context-cache invalidation through CCMD. Returns the granularity performed."""
         cirg = _granularity(granularity, ("global", "domain", "device"))
+        if self.queued_invalidation:
+            self.submit_descriptors(context_cache_descriptor(cirg, domain_id, source_id,
+                                                             function_mask))
+            return granularity
         cmd = 1 << 63 | cirg << 61 | (function_mask & 3) << 32 | (source_id & 0xFFFF) << 16
         self.mmio_write(CCMD, cmd | (domain_id & 0xFFFF), 8)
         return _GRANULARITY_NAME_CONTEXT[self.mmio_read(CCMD, 8) >> 59 & 3]
@@ -384,6 +449,11 @@ class RemappingUnit:
         iirg = _granularity(granularity, ("global", "domain", "page"))
         if size is not None:
             address_mask = _mask_covering(address, size)
+        if self.queued_invalidation:
+            aligned = address & ~((1 << (12 + address_mask)) - 1)
+            self.submit_descriptors(iotlb_descriptor(iirg, domain_id, aligned, address_mask,
+                                                     leaf_only))
+            return granularity
         off = self.registers.iotlb_offset
         if iirg == 3:
             aligned = address & ~((1 << (12 + address_mask)) - 1)
