@@ -62,10 +62,12 @@ enum { POLICY_LRU = 0, POLICY_FIFO = 1, POLICY_RANDOM = 2 };
 
 #if defined(__GNUC__)
 #define COLD __attribute__((cold, noinline))
+#define HOT_INLINE __attribute__((always_inline)) inline
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
 #define COLD
+#define HOT_INLINE inline
 #define LIKELY(x) (x)
 #define UNLIKELY(x) (x)
 #endif
@@ -251,7 +253,9 @@ typedef struct {
     hash_cell *cells;
     uint64_t hmask;
     uint32_t hbits;
-    int32_t last;  /* the slot the last lookup found: checked by key before the hash */
+    int32_t last;  /* the slot the last lookup found (-1: none), and its key: checked */
+    uint32_t last_b;  /* before the hash; reset when that slot is emptied or refilled */
+    uint64_t last_a;
 } slot_cache;
 
 /* xorshift64: the random-replacement generator both engines share. */
@@ -278,7 +282,7 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
     c->rng = seed ? seed : 1;
     c->hbits = 1;
     c->last = -1;
-    while (c->hbits < 40 && (1ull << c->hbits) < 2ull * size)
+    while (c->hbits < 40 && (1ull << c->hbits) < 4ull * size)
         c->hbits++;
     c->hmask = (1ull << c->hbits) - 1;
     c->free_stack = malloc(((size_t)size + 1) * sizeof *c->free_stack);
@@ -328,7 +332,7 @@ static inline void list_append(slot_cache *c, int32_t s)
 }
 
 /* The slot holding a key, or -1; no replacement state is touched (a peek). */
-static inline int32_t cache_find(const slot_cache *c, uint64_t a, uint32_t b)
+static HOT_INLINE int32_t cache_find(const slot_cache *c, uint64_t a, uint32_t b)
 {
     uint64_t i = cache_home(c, a, b);
     for (;;) {  /* bounded: at most `size` of >= 2 * size cells are used */
@@ -341,18 +345,18 @@ static inline int32_t cache_find(const slot_cache *c, uint64_t a, uint32_t b)
     }
 }
 
-static inline int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
+static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
 {
     int32_t s = c->last;
-    if (s >= 0 && c->valid[s] && c->key_a[s] == a && c->key_b[s] == b) {
+    if (s >= 0 && c->last_a == a && c->last_b == b) {
         /* the same slot as last time (keys are unique: it is the hash's answer too) */
     } else {
-        if (c->used == 0)
-            return -1;
-        s = cache_find(c, a, b);
+        s = cache_find(c, a, b);  /* an empty cache has only empty cells: -1 */
         if (s < 0)
             return -1;
         c->last = s;
+        c->last_a = a;
+        c->last_b = b;
     }
     if (c->policy == POLICY_LRU && c->link[c->size].prev != s) {
         list_unlink(c, s);  /* LRU: most recently used goes last */
@@ -414,6 +418,8 @@ static int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, int *evicted)
             s = c->link[c->size].next;  /* the oldest in the list */
         }
         *evicted = 1;
+        if (c->last == s)
+            c->last = -1;
         hash_delete(c, c->key_a[s], c->key_b[s]);
         list_unlink(c, s);
         c->used--;
@@ -430,6 +436,8 @@ static int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, int *evicted)
 /* Drop one occupied slot (remove_where does this for each match, in slot order). */
 static void cache_remove_slot(slot_cache *c, int32_t s)
 {
+    if (c->last == s)
+        c->last = -1;
     hash_delete(c, c->key_a[s], c->key_b[s]);
     list_unlink(c, s);
     c->valid[s] = 0;
@@ -447,16 +455,30 @@ typedef struct {
     uint32_t sid, did, tt, aw, width, fpd;
 } context_entry;
 
-/* A cached leaf translation, tagged by domain id, leaf level and page number. */
+/* A cached leaf translation, tagged by domain id, leaf level and page number: 32 bytes.
+ * bits: permission R/W/X in 2:0, SNP in 3, TM in 4. */
 typedef struct {
     uint64_t vpn, base, gen;
-    uint32_t did, level, perm, snp, tm;
+    uint16_t did;
+    uint8_t level, bits;
 } iotlb_entry;
+
+static inline uint32_t iotlb_perm(const iotlb_entry *e) { return e->bits & 7u; }
+static inline uint32_t iotlb_snp(const iotlb_entry *e) { return e->bits >> 3 & 1u; }
+static inline uint32_t iotlb_tm(const iotlb_entry *e) { return e->bits >> 4 & 1u; }
 
 typedef struct {
     uint32_t fault, level, perm, snp, tm;
     uint64_t base;
 } walk_leaf;
+
+/* The counters the hot path bumps, kept in locals (registers) for one call or one batch
+ * and added to the unit's counters at its end; nothing reads counters in between. */
+typedef struct {
+    uint64_t translations, context_hits, iotlb_hits, iotlb_misses, walks, memory_reads,
+        iotlb_evictions;
+} hot_counters;
+
 
 struct iommu_unit {
     iommu_config cfg;
@@ -474,6 +496,18 @@ struct iommu_unit {
     uint64_t sl_reserved[6][2];
     uint64_t root_reserved_lo, context_reserved_lo, context_reserved_hi;
 };
+
+static inline void hot_counters_add(iommu_unit *u, const hot_counters *h)
+{
+    iommu_counters *c = &u->counters;
+    c->translations += h->translations;
+    c->context_hits += h->context_hits;
+    c->iotlb_hits += h->iotlb_hits;
+    c->iotlb_misses += h->iotlb_misses;
+    c->walks += h->walks;
+    c->memory_reads += h->memory_reads;
+    c->iotlb_evictions += h->iotlb_evictions;
+}
 
 /* masks[level][ps]: reserved bits of a present second-level entry (spec 9.8). */
 static void second_level_reserved_masks(iommu_unit *u, uint32_t haw)
@@ -609,8 +643,8 @@ static inline int beyond_width(uint64_t iova, uint32_t width)
 
 /* Walk from the top level down (spec 3.6); loops in the tables cannot run away: there
  * are at most `levels` (<= 5) reads. Returns the fault; leaf filled on success. */
-static inline uint32_t second_level_walk(iommu_unit *u, uint64_t slpt, uint32_t levels,
-                                         uint64_t iova, uint32_t write, int count,
+static HOT_INLINE uint32_t second_level_walk(const iommu_unit *u, uint64_t slpt, uint32_t levels,
+                                         uint64_t iova, uint32_t write, uint64_t *reads,
                                          walk_leaf *leaf)
 {
     const iommu_mem *mem = u->mem;
@@ -622,8 +656,8 @@ static inline uint32_t second_level_walk(iommu_unit *u, uint64_t slpt, uint32_t 
         if (addr + 8 > size)
             return FR_PAGING_ENTRY_READ_ERROR;
         uint64_t entry = mem_read_u64(mem, addr);
-        if (count)
-            u->counters.memory_reads++;
+        if (reads)
+            (*reads)++;
         /* The request's right at this level first (a not-present entry has neither). */
         if (!(entry & need))
             return write ? FR_WRITE_NOT_PERMITTED : FR_READ_NOT_PERMITTED;
@@ -651,7 +685,7 @@ static inline uint32_t iotlb_tag(uint32_t did, uint32_t level) { return did << 2
 
 /* 4 KiB first, then 2 MiB, then 1 GiB, skipping levels with no entries. `touch`: LRU
  * update (a lookup) or not (a peek). */
-static inline iotlb_entry *iotlb_lookup(iommu_unit *u, uint32_t did, uint64_t iova, int touch)
+static HOT_INLINE iotlb_entry *iotlb_lookup(iommu_unit *u, uint32_t did, uint64_t iova, int touch)
 {
     for (uint32_t level = 1; level <= 3; level++) {
         if (u->iotlb_level_count[level]) {
@@ -665,7 +699,8 @@ static inline iotlb_entry *iotlb_lookup(iommu_unit *u, uint32_t did, uint64_t io
     return NULL;
 }
 
-static void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, const walk_leaf *leaf)
+static HOT_INLINE void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, const walk_leaf *leaf,
+                              hot_counters *h)
 {
     if (u->iotlb.size == 0)
         return;
@@ -674,16 +709,14 @@ static void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, const walk_le
     int32_t s = cache_insert(&u->iotlb, vpn, iotlb_tag(did, leaf->level), &evicted);
     iotlb_entry *e = &u->iotlb_values[s];
     if (evicted) {
-        u->counters.iotlb_evictions++;
+        h->iotlb_evictions++;
         u->iotlb_level_count[e->level]--;
     }
-    e->did = did;
-    e->level = leaf->level;
+    e->did = (uint16_t)did;  /* domain ids are at most 16 bits (CAP.ND) */
+    e->level = (uint8_t)leaf->level;
     e->vpn = vpn;
     e->base = leaf->base;
-    e->perm = leaf->perm;
-    e->snp = leaf->snp;
-    e->tm = leaf->tm;
+    e->bits = (uint8_t)(leaf->perm | leaf->snp << 3 | leaf->tm << 4);
     e->gen = *u->mem->generation;
     u->iotlb_level_count[leaf->level]++;
 }
@@ -751,9 +784,10 @@ COLD static void fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t io
  * in out, not recorded; *hit is the IOTLB entry that served the request (or NULL).
  * Context TT (spec 9.3): 00 blocks translation and translated requests; 01 allows
  * them; 10 (pass-through) blocks them. */
-static inline void translate_with_context(iommu_unit *u, const context_entry *ctx,
+static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry *ctx,
                                           uint64_t iova, uint32_t access, uint32_t flags,
-                                          iommu_result *out, iotlb_entry **hit)
+                                          iommu_result *out, iotlb_entry **hit,
+                                          hot_counters *c)
 {
     const uint32_t write = access & ACCESS_WRITE;
     *hit = NULL;
@@ -785,14 +819,13 @@ static inline void translate_with_context(iommu_unit *u, const context_entry *ct
         out->flags = (uint8_t)(flags | FLAG_PASSTHROUGH);
         return;
     }
-    iommu_counters *c = &u->counters;
     iotlb_entry *e = iotlb_lookup(u, ctx->did, iova, 1);
     if (e) {
         c->iotlb_hits++;
         *hit = e;
         out->flags = (uint8_t)(flags | FLAG_IOTLB_HIT);
         /* A cached translation without the right faults; hardware does not re-walk. */
-        if (!(e->perm & (write ? SL_W : SL_R))) {
+        if (!(iotlb_perm(e) & (write ? SL_W : SL_R))) {
             out->fault = write ? FR_WRITE_NOT_PERMITTED : FR_READ_NOT_PERMITTED;
             return;
         }
@@ -805,13 +838,14 @@ static inline void translate_with_context(iommu_unit *u, const context_entry *ct
     c->iotlb_misses++;
     c->walks++;
     walk_leaf leaf = {0, 0, 0, 0, 0, 0};
-    uint32_t f = second_level_walk(u, ctx->slpt, ctx->aw + 2, iova, write, 1, &leaf);
+    uint32_t f = second_level_walk(u, ctx->slpt, ctx->aw + 2, iova, write, &c->memory_reads,
+                                   &leaf);
     out->flags = (uint8_t)flags;
     if (f) {
         out->fault = (uint8_t)f;
         return;
     }
-    iotlb_fill(u, ctx->did, iova, &leaf);
+    iotlb_fill(u, ctx->did, iova, &leaf, c);
     uint64_t size = 1ull << level_shift(leaf.level);
     out->fault = 0;
     out->hpa = leaf.base | (iova & (size - 1));
@@ -846,7 +880,7 @@ COLD static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit
             fresh_hpa = iova;
         } else {
             leaf.fault = second_level_walk(u, fresh_ctx.slpt, fresh_ctx.aw + 2, iova,
-                                           access & ACCESS_WRITE, 0, &leaf);
+                                           access & ACCESS_WRITE, NULL, &leaf);
             have_leaf = 1;
             if (leaf.fault) {
                 fresh_fault = leaf.fault;
@@ -864,19 +898,32 @@ COLD static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit
     if (!ctx_fault && context_same_as(ctx, &fresh_ctx))
         ctx->gen = gen;
     if (hit && have_leaf && !leaf.fault && fresh_ctx.did == ctx->did &&
-        hit->level == leaf.level && hit->base == leaf.base && hit->perm == leaf.perm &&
-        hit->snp == leaf.snp && hit->tm == leaf.tm)
+        hit->level == leaf.level && hit->base == leaf.base && iotlb_perm(hit) == leaf.perm &&
+        iotlb_snp(hit) == leaf.snp && iotlb_tm(hit) == leaf.tm)
         hit->gen = gen;
 }
 
-/* One request (legacy mode: translated without PASID). */
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-static inline void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uint32_t access,
-                             iommu_result *out)
+/* Everything after the context: the translation, then the stale check and the fault
+ * recording. Touches no context-cache state (check_stale only reads the tables). */
+static HOT_INLINE void translate_from_context(iommu_unit *u, context_entry *ctx, uint32_t sid,
+                                          uint64_t iova, uint32_t access, uint32_t flags,
+                                          iommu_result *out, hot_counters *c)
 {
-    iommu_counters *c = &u->counters;
+    iotlb_entry *hit;
+    translate_with_context(u, ctx, iova, access, flags, out, &hit, c);
+    if (u->cfg.track_stale && (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT))) {
+        uint64_t gen = *u->mem->generation;  /* unchanged since both were checked: served */
+        if (ctx->gen != gen || (hit != NULL && hit->gen != gen))
+            check_stale(u, ctx, hit, sid, iova, access, out);
+    }
+    if (out->fault)
+        fault(u, out->fault, sid, iova, access, ctx->fpd, out->flags, out);
+}
+
+/* One request (legacy mode: translated without PASID); the hot counters go to *c. */
+static HOT_INLINE void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uint32_t access,
+                             iommu_result *out, hot_counters *c)
+{
     c->translations++;
     if (UNLIKELY(!u->enabled)) {  /* translation disabled (GSTS.TES=0): untranslated */
         out->fault = 0;
@@ -894,7 +941,7 @@ static inline void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uint32_
         flags |= FLAG_CONTEXT_HIT;
         ctx = &u->context_values[s];
     } else {
-        c->context_misses++;
+        u->counters.context_misses++;
         uint32_t fpd;
         uint32_t f = fetch_context(u, sid, 1, &fetched, &fpd);
         if (f) {
@@ -904,7 +951,7 @@ static inline void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uint32_
         int evicted;
         s = cache_insert(&u->context_cache, sid, 0, &evicted);
         if (evicted)
-            c->context_evictions++;
+            u->counters.context_evictions++;
         if (s >= 0) {
             u->context_values[s] = fetched;
             ctx = &u->context_values[s];
@@ -912,35 +959,68 @@ static inline void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uint32_
             ctx = &fetched;  /* no context cache */
         }
     }
-    iotlb_entry *hit;
-    translate_with_context(u, ctx, iova, access, flags, out, &hit);
-    if (u->cfg.track_stale && (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT))) {
-        uint64_t gen = *u->mem->generation;  /* unchanged since both were checked: served */
-        if (ctx->gen != gen || (hit != NULL && hit->gen != gen))
-            check_stale(u, ctx, hit, sid, iova, access, out);
+    translate_from_context(u, ctx, sid, iova, access, flags, out, c);
+}
+
+/* The context entry a lookup would find through the memo without changing replacement
+ * state (for LRU: it is already the most recently used), and its source id; or NULL. */
+static inline context_entry *context_memo_mru(iommu_unit *u, uint32_t *sid)
+{
+    const slot_cache *c = &u->context_cache;
+    int32_t s = c->last;
+    if (!u->enabled || s < 0 || c->last_b != 0)
+        return NULL;
+    if (c->policy == POLICY_LRU && c->link[c->size].prev != s)
+        return NULL;
+    *sid = (uint32_t)c->last_a;
+    return &u->context_values[s];
+}
+
+/* The batch loop: requests in order, exactly as one unit_translate call each; the hot
+ * counters stay in registers until the end (the arrays do not overlap the unit). */
+static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids,
+                           const uint64_t *restrict iovas, const uint8_t *restrict accesses,
+                           uint64_t n, uint64_t *restrict out_hpa, uint8_t *restrict out_fault,
+                           uint8_t *restrict out_flags)
+{
+    hot_counters h = {0, 0, 0, 0, 0, 0, 0};
+    iommu_result r;
+    uint32_t fast_sid = 0;
+    context_entry *fast_ctx = NULL;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t sid = sids[i];
+        if (fast_ctx && sid == fast_sid) {
+            /* What translate() does when the context lookup finds the memo'd entry that
+             * is already the most recently used: no replacement state changes. */
+            h.translations++;
+            h.context_hits++;
+            translate_from_context(u, fast_ctx, sid, iovas[i], accesses[i], FLAG_CONTEXT_HIT,
+                                   &r, &h);
+        } else {
+            translate(u, sid, iovas[i], accesses[i], &r, &h);
+            fast_ctx = context_memo_mru(u, &fast_sid);
+        }
+        out_hpa[i] = r.hpa;
+        out_fault[i] = r.fault;
+        out_flags[i] = r.flags;
     }
-    if (out->fault)
-        fault(u, out->fault, sid, iova, access, ctx->fpd, out->flags, out);
+    hot_counters_add(u, &h);
 }
 
 void unit_translate(iommu_unit *u, uint16_t sid, uint64_t iova, uint32_t access,
                     uint32_t pasid, iommu_result *out)
 {
     (void)pasid;  /* legacy mode: requests are translated without PASID */
-    translate(u, sid, iova, access, out);
+    hot_counters h = {0, 0, 0, 0, 0, 0, 0};
+    translate(u, sid, iova, access, out, &h);
+    hot_counters_add(u, &h);
 }
 
 void unit_translate_batch(iommu_unit *u, const uint16_t *sids, const uint64_t *iovas,
                           const uint8_t *accesses, uint64_t n, uint64_t *out_hpa,
                           uint8_t *out_fault, uint8_t *out_flags)
 {
-    iommu_result r;
-    for (uint64_t i = 0; i < n; i++) {
-        translate(u, sids[i], iovas[i], accesses[i], &r);
-        out_hpa[i] = r.hpa;
-        out_fault[i] = r.fault;
-        out_flags[i] = r.flags;
-    }
+    translate_many(u, sids, iovas, accesses, n, out_hpa, out_fault, out_flags);
 }
 
 /* =================================================================== invalidation */
@@ -1014,4 +1094,24 @@ uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did
     }
     u->counters.iotlb_invalidations += removed;
     return granularity;
+}
+
+/* ======================================================================== reports */
+
+uint64_t mem_index_bytes(const iommu_mem *m)
+{
+    return m ? sizeof *m + (m->mask + 1) * sizeof *m->cells : 0;
+}
+
+uint32_t unit_iotlb_entry_bytes(void) { return (uint32_t)sizeof(iotlb_entry); }
+
+uint64_t unit_iotlb_slot_bytes(const iommu_unit *u)
+{
+    const slot_cache *c = &u->iotlb;
+    if (c->size == 0)
+        return 0;
+    uint64_t per_slot = sizeof(iotlb_entry) + sizeof *c->free_stack + sizeof *c->link +
+                        sizeof *c->key_a + sizeof *c->key_b + sizeof *c->valid;
+    uint64_t cells = (c->hmask + 1) * sizeof *c->cells;
+    return per_slot + (cells + c->size - 1) / c->size;
 }

@@ -77,3 +77,9 @@ uint32_t unit_invalidate_context(iommu_unit *u, uint32_t granularity, uint32_t d
                                  uint32_t sid, uint32_t fm);
 uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did,
                                uint64_t addr, uint32_t am, uint32_t ih);
+
+/* Sizes for reports (`iommu bench`): bytes of the memory index; bytes of one IOTLB entry
+ * (the struct); bytes per IOTLB slot with its share of the hash, keys and links. */
+uint64_t mem_index_bytes(const iommu_mem *m);
+uint32_t unit_iotlb_entry_bytes(void);
+uint64_t unit_iotlb_slot_bytes(const iommu_unit *u);
