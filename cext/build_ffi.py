@@ -19,7 +19,7 @@ ffibuilder.set_source(
     include_dirs=[str(HERE.relative_to(HERE.parent))],
     depends=[str((HERE / name).relative_to(HERE.parent))
              for name in ("iommu_engine.c", "baseline.c") + HEADERS],
-    extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-fno-strict-aliasing"],
+    extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra"],
 )
 
 if __name__ == "__main__":
