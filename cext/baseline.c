@@ -36,11 +36,19 @@ uint64_t baseline_walk(iommu_mem *m, uint64_t slpt, uint32_t levels, uint32_t le
     uint64_t found = 0;
     if (levels < 1 || levels > 5 || leaf_level < 1 || leaf_level > levels)
         return 0;
+    uint64_t memo_pfn[6] = {0, 0, 0, 0, 0, 0};  /* the engine's walk memo, kept locally */
+    const uint8_t *memo_frame[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     for (uint64_t i = 0; i < n; i++) {
         uint64_t iova = iovas[i];
         uint64_t table = slpt, entry = 0;
         for (uint32_t level = levels; level >= leaf_level; level--) {
-            const uint8_t *frame = mem_frame(m, table >> FRAME_SHIFT);
+            uint64_t pfn = table >> FRAME_SHIFT;
+            const uint8_t *frame = memo_frame[level];
+            if (!(frame && memo_pfn[level] == pfn)) {
+                frame = mem_frame(m, pfn);
+                memo_pfn[level] = pfn;
+                memo_frame[level] = frame;
+            }
             if (!frame) {
                 entry = 0;
                 break;

@@ -11,8 +11,9 @@ uint64_t baseline_iotlb_probe(iommu_unit *u, uint32_t did, const uint64_t *iovas
                               uint64_t n, uint64_t *out_hpa);
 
 /* The walk's pointer chase, nothing else: from `slpt`, levels `levels` down to
- * `leaf_level`, each entry read through the same iommu_mem frame index; the host address
- * is the leaf's address bits plus the page offset. No checks. Returns the leaves found. */
+ * `leaf_level`, each entry read through the same iommu_mem frame index behind the same
+ * per-level frame memo the engine's walk has; the host address is the leaf's address
+ * bits plus the page offset. No checks. Returns the leaves found. */
 uint64_t baseline_walk(iommu_mem *m, uint64_t slpt, uint32_t levels, uint32_t leaf_level,
                        const uint64_t *iovas, uint64_t n, uint64_t *out_hpa);
 

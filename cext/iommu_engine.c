@@ -91,7 +91,17 @@ struct iommu_mem {
     uint64_t mask;          /* capacity - 1; capacity a power of two */
     uint32_t bits;          /* log2(capacity) */
     uint64_t count;
+    /* Walk memo: the frame the last walk read at each level (NULL: none). Frames are
+     * found through the index only when the table changes; cleared whenever the index
+     * changes (a frame added, replaced or removed). */
+    uint64_t level_pfn[6];
+    uint8_t *level_frame[6];
 };
+
+static inline void mem_forget_walk(iommu_mem *m)
+{
+    memset(m->level_frame, 0, sizeof m->level_frame);
+}
 
 static inline uint64_t mem_home(const iommu_mem *m, uint64_t pfn)
 {
@@ -150,6 +160,7 @@ int mem_add_frame(iommu_mem *m, uint64_t pfn, uint8_t *frame)
 {
     if (!m || !frame)
         return -1;
+    mem_forget_walk(m);
     if ((m->count + 1) * 2 > m->mask + 1) {  /* grow: keep the load at most 1/2 */
         if (m->bits >= 62)
             return -1;
@@ -184,6 +195,7 @@ void mem_remove_frame(iommu_mem *m, uint64_t pfn)
 {
     if (!m)
         return;
+    mem_forget_walk(m);
     uint64_t i = mem_home(m, pfn);
     while (m->cells[i].frame != NULL && m->cells[i].pfn != pfn)
         i = (i + 1) & m->mask;
@@ -225,6 +237,27 @@ static inline uint64_t mem_read_u64(const iommu_mem *m, uint64_t addr)
         v = v << 8 | p[b];
     return v;
 #endif
+}
+
+/* mem_read_u64 for a walk at `level`: the frame comes from the walk memo when the
+ * table is the one the last walk read at that level. */
+static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32_t level)
+{
+    uint64_t pfn = addr >> FRAME_SHIFT;
+    const uint8_t *frame = m->level_frame[level];
+    if (!(frame && m->level_pfn[level] == pfn)) {
+        frame = mem_frame(m, pfn);
+        if (!frame)
+            return 0;
+        m->level_pfn[level] = pfn;
+        m->level_frame[level] = (uint8_t *)frame;
+    }
+    uint64_t v;
+    memcpy(&v, frame + (addr & (PAGE_4K - 8u)), 8);
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+    v = __builtin_bswap64(v);
+#endif
+    return v;
 }
 
 /* ============================================================ replacement caches */
@@ -365,7 +398,7 @@ static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
     return s;
 }
 
-static void hash_delete(slot_cache *c, uint64_t a, uint32_t b)
+static HOT_INLINE void hash_delete(slot_cache *c, uint64_t a, uint32_t b)
 {
     uint64_t i = cache_home(c, a, b);
     while (c->cells[i].slot >= 0 && !(c->cells[i].a == a && c->cells[i].b == b))
@@ -387,7 +420,7 @@ static void hash_delete(slot_cache *c, uint64_t a, uint32_t b)
     c->cells[i].slot = -1;
 }
 
-static void hash_insert(slot_cache *c, uint64_t a, uint32_t b, int32_t slot)
+static HOT_INLINE void hash_insert(slot_cache *c, uint64_t a, uint32_t b, int32_t slot)
 {
     uint64_t i = cache_home(c, a, b);
     while (c->cells[i].slot >= 0) {
@@ -402,7 +435,7 @@ static void hash_insert(slot_cache *c, uint64_t a, uint32_t b, int32_t slot)
 
 /* Take a slot for a new key: a free one, else the policy's victim (*evicted set; the
  * victim's value is still in the caller's array). -1 when the cache has no slots. */
-static int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, int *evicted)
+static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, int *evicted)
 {
     int32_t s;
     *evicted = 0;
@@ -647,7 +680,7 @@ static HOT_INLINE uint32_t second_level_walk(const iommu_unit *u, uint64_t slpt,
                                          uint64_t iova, uint32_t write, uint64_t *reads,
                                          walk_leaf *leaf)
 {
-    const iommu_mem *mem = u->mem;
+    iommu_mem *mem = u->mem;
     const uint64_t size = mem->size;
     const uint64_t need = write ? SL_W : SL_R;
     uint64_t perm = 7, table = slpt;
@@ -655,7 +688,7 @@ static HOT_INLINE uint32_t second_level_walk(const iommu_unit *u, uint64_t slpt,
         uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
         if (addr + 8 > size)
             return FR_PAGING_ENTRY_READ_ERROR;
-        uint64_t entry = mem_read_u64(mem, addr);
+        uint64_t entry = mem_read_u64_at_level(mem, addr, level);
         if (reads)
             (*reads)++;
         /* The request's right at this level first (a not-present entry has neither). */
@@ -987,18 +1020,59 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
     iommu_result r;
     uint32_t fast_sid = 0;
     context_entry *fast_ctx = NULL;
+    uint64_t fast_high = 0;  /* address bits beyond the context's width */
+    uint32_t fast_tag = 0;   /* the IOTLB tag of a 4 KiB entry of the context's domain */
+    slot_cache *tlb = &u->iotlb;
     for (uint64_t i = 0; i < n; i++) {
         uint32_t sid = sids[i];
+        uint64_t iova = iovas[i];
+        uint32_t access = accesses[i];
         if (fast_ctx && sid == fast_sid) {
             /* What translate() does when the context lookup finds the memo'd entry that
              * is already the most recently used: no replacement state changes. */
             h.translations++;
             h.context_hits++;
-            translate_from_context(u, fast_ctx, sid, iovas[i], accesses[i], FLAG_CONTEXT_HIT,
-                                   &r, &h);
+            /* An untranslated request inside the width that a 4 KiB IOTLB entry (looked
+             * up first) serves with the right permission, entries unchanged since they
+             * were checked: the IOTLB-hit path of translate_with_context, then nothing
+             * for the tail to do. Anything else takes the general path, which sees the
+             * IOTLB exactly as it was (nothing has been touched yet). */
+            if (LIKELY(!(access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) &&
+                       !(iova & fast_high))) {
+                uint64_t vpn = iova >> 12;
+                int32_t s = tlb->last;
+                if (!(s >= 0 && tlb->last_a == vpn && tlb->last_b == fast_tag))
+                    s = u->iotlb_level_count[1] ? cache_find(tlb, vpn, fast_tag) : -1;
+                if (s >= 0) {
+                    const iotlb_entry *e = &u->iotlb_values[s];
+                    uint64_t gen = *u->mem->generation;
+                    if ((iotlb_perm(e) & (access & ACCESS_WRITE ? SL_W : SL_R)) &&
+                        (!u->cfg.track_stale || (e->gen == gen && fast_ctx->gen == gen))) {
+                        tlb->last = s;
+                        tlb->last_a = vpn;
+                        tlb->last_b = fast_tag;
+                        if (tlb->policy == POLICY_LRU && tlb->link[tlb->size].prev != s) {
+                            list_unlink(tlb, s);
+                            list_append(tlb, s);
+                        }
+                        h.iotlb_hits++;
+                        out_hpa[i] = e->base | (iova & (PAGE_4K - 1));
+                        out_fault[i] = 0;
+                        out_flags[i] = FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT;
+                        continue;
+                    }
+                }
+            }
+            translate_from_context(u, fast_ctx, sid, iova, access, FLAG_CONTEXT_HIT, &r, &h);
         } else {
-            translate(u, sid, iovas[i], accesses[i], &r, &h);
+            translate(u, sid, iova, access, &r, &h);
             fast_ctx = context_memo_mru(u, &fast_sid);
+            if (fast_ctx) {
+                fast_high = fast_ctx->width < 64 ? ~0ull << fast_ctx->width : 0;
+                fast_tag = iotlb_tag(fast_ctx->did, 1);
+                if (fast_ctx->tt == TT_PASSTHROUGH)
+                    fast_high = ~0ull;  /* pass-through: never the IOTLB path */
+            }
         }
         out_hpa[i] = r.hpa;
         out_fault[i] = r.fault;
