@@ -995,6 +995,20 @@ static HOT_INLINE void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uin
     translate_from_context(u, ctx, sid, iova, access, flags, out, c);
 }
 
+uint32_t unit_translate_packed(iommu_unit *u, uint16_t sid, uint64_t iova, uint32_t access,
+                               uint64_t *hpa)
+{
+    hot_counters h = {0, 0, 0, 0, 0, 0, 0};
+    iommu_result r;
+    translate(u, sid, iova, access, &r, &h);
+    hot_counters_add(u, &h);
+    *hpa = r.hpa;
+    uint32_t level = 0;
+    for (uint64_t size = r.page_size; size >= PAGE_4K && level < 7; size >>= 9)
+        level++;  /* 4 KiB: 1, 2 MiB: 2, 1 GiB: 3 */
+    return (uint32_t)r.fault | (uint32_t)r.flags << 8 | level << 16;
+}
+
 /* The context entry a lookup would find through the memo without changing replacement
  * state (for LRU: it is already the most recently used), and its source id; or NULL. */
 static inline context_entry *context_memo_mru(iommu_unit *u, uint32_t *sid)

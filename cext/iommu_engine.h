@@ -68,6 +68,11 @@ uint32_t unit_iotlb_occupancy(iommu_unit *u);
 /* access: bit 0 write, bit 1 execute, bit 2 privileged */
 void unit_translate(iommu_unit *u, uint16_t sid, uint64_t iova, uint32_t access,
                     uint32_t pasid, iommu_result *out);
+/* The same request without PASID (one argument less to convert from Python); returns
+ * fault | flags << 8 | level << 16, where the page size is 4 KiB << 9 * (level - 1) and
+ * level 0 means no page (a fault); the address in *hpa. */
+uint32_t unit_translate_packed(iommu_unit *u, uint16_t sid, uint64_t iova, uint32_t access,
+                               uint64_t *hpa);
 void unit_translate_batch(iommu_unit *u, const uint16_t *sids, const uint64_t *iovas,
                           const uint8_t *accesses, uint64_t n,
                           uint64_t *out_hpa, uint8_t *out_fault, uint8_t *out_flags);

@@ -315,8 +315,11 @@ class RemappingUnit:
         request from a device-TLB) or "translated" (a request carrying an address the
         device already translated); the context entry's TT decides which are allowed.
         """
-        access = (ACCESS_WRITE if write else 0) | (ACCESS_EXECUTE if execute else 0) | (
-            ACCESS_PRIVILEGED if privileged else 0) | _REQUEST_TYPES[request]
+        if request == "untranslated" and not (execute or privileged):  # the common case
+            access = ACCESS_WRITE if write else 0
+        else:
+            access = (ACCESS_WRITE if write else 0) | (ACCESS_EXECUTE if execute else 0) | (
+                ACCESS_PRIVILEGED if privileged else 0) | _REQUEST_TYPES[request]
         fault, hpa, size, flags = self._engine_translate(
             source_id, iova, access, NO_PASID if pasid is None else pasid)
         return TranslationResult(_FAULT_BY_CODE[fault], hpa, size, flags)
