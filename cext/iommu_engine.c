@@ -820,7 +820,7 @@ COLD static void fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t io
 static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry *ctx,
                                           uint64_t iova, uint32_t access, uint32_t flags,
                                           iommu_result *out, iotlb_entry **hit,
-                                          hot_counters *c)
+                                          hot_counters *c, int known_miss)
 {
     const uint32_t write = access & ACCESS_WRITE;
     *hit = NULL;
@@ -852,7 +852,7 @@ static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry
         out->flags = (uint8_t)(flags | FLAG_PASSTHROUGH);
         return;
     }
-    iotlb_entry *e = iotlb_lookup(u, ctx->did, iova, 1);
+    iotlb_entry *e = known_miss ? NULL : iotlb_lookup(u, ctx->did, iova, 1);
     if (e) {
         c->iotlb_hits++;
         *hit = e;
@@ -940,10 +940,10 @@ COLD static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit
  * recording. Touches no context-cache state (check_stale only reads the tables). */
 static HOT_INLINE void translate_from_context(iommu_unit *u, context_entry *ctx, uint32_t sid,
                                           uint64_t iova, uint32_t access, uint32_t flags,
-                                          iommu_result *out, hot_counters *c)
+                                          iommu_result *out, hot_counters *c, int known_miss)
 {
     iotlb_entry *hit;
-    translate_with_context(u, ctx, iova, access, flags, out, &hit, c);
+    translate_with_context(u, ctx, iova, access, flags, out, &hit, c, known_miss);
     if (u->cfg.track_stale && (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT))) {
         uint64_t gen = *u->mem->generation;  /* unchanged since both were checked: served */
         if (ctx->gen != gen || (hit != NULL && hit->gen != gen))
@@ -992,7 +992,7 @@ static HOT_INLINE void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uin
             ctx = &fetched;  /* no context cache */
         }
     }
-    translate_from_context(u, ctx, sid, iova, access, flags, out, c);
+    translate_from_context(u, ctx, sid, iova, access, flags, out, c, 0);
 }
 
 uint32_t unit_translate_packed(iommu_unit *u, uint16_t sid, uint64_t iova, uint32_t access,
@@ -1036,7 +1036,20 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
     context_entry *fast_ctx = NULL;
     uint64_t fast_high = 0;  /* address bits beyond the context's width */
     uint32_t fast_tag = 0;   /* the IOTLB tag of a 4 KiB entry of the context's domain */
+    uint64_t fast_key = 0;   /* the tag's part of the IOTLB hash key */
+    uint64_t fast_hits = 0;  /* requests served by the fast IOTLB-hit path */
+    /* What never changes after unit_new, in locals (registers) for the fast path. */
     slot_cache *tlb = &u->iotlb;
+    const hash_cell *const cells = tlb->cells;
+    const uint64_t hmask = tlb->hmask;
+    const uint32_t hshift = 64u - tlb->hbits;
+    cache_link *const link = tlb->link;
+    const int32_t head = (int32_t)tlb->size;
+    const int lru = tlb->policy == POLICY_LRU;
+    const iotlb_entry *const values = u->iotlb_values;
+    const uint64_t *const generation = u->mem->generation;
+    const int track_stale = u->cfg.track_stale != 0;
+    int32_t mru = link[head].prev;  /* the list's tail, kept in a register */
     for (uint64_t i = 0; i < n; i++) {
         uint32_t sid = sids[i];
         uint64_t iova = iovas[i];
@@ -1044,8 +1057,6 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
         if (fast_ctx && sid == fast_sid) {
             /* What translate() does when the context lookup finds the memo'd entry that
              * is already the most recently used: no replacement state changes. */
-            h.translations++;
-            h.context_hits++;
             /* An untranslated request inside the width that a 4 KiB IOTLB entry (looked
              * up first) serves with the right permission, entries unchanged since they
              * were checked: the IOTLB-hit path of translate_with_context, then nothing
@@ -1055,43 +1066,76 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
                        !(iova & fast_high))) {
                 uint64_t vpn = iova >> 12;
                 int32_t s = tlb->last;
-                if (!(s >= 0 && tlb->last_a == vpn && tlb->last_b == fast_tag))
-                    s = u->iotlb_level_count[1] ? cache_find(tlb, vpn, fast_tag) : -1;
+                if (!(s >= 0 && tlb->last_a == vpn && tlb->last_b == fast_tag)) {
+                    s = -1;  /* cache_find, with the constants in registers */
+                    if (u->iotlb_level_count[1]) {
+                        uint64_t c = ((vpn ^ fast_key) * 0x9E3779B97F4A7C15ull) >> hshift;
+                        while (cells[c].slot >= 0) {
+                            if (cells[c].a == vpn && cells[c].b == fast_tag) {
+                                s = cells[c].slot;
+                                break;
+                            }
+                            c = (c + 1) & hmask;
+                        }
+                    }
+                }
                 if (s >= 0) {
-                    const iotlb_entry *e = &u->iotlb_values[s];
-                    uint64_t gen = *u->mem->generation;
+                    const iotlb_entry *e = &values[s];
+                    uint64_t gen = *generation;
                     if ((iotlb_perm(e) & (access & ACCESS_WRITE ? SL_W : SL_R)) &&
-                        (!u->cfg.track_stale || (e->gen == gen && fast_ctx->gen == gen))) {
+                        (!track_stale || (e->gen == gen && fast_ctx->gen == gen))) {
                         tlb->last = s;
                         tlb->last_a = vpn;
                         tlb->last_b = fast_tag;
-                        if (tlb->policy == POLICY_LRU && tlb->link[tlb->size].prev != s) {
-                            list_unlink(tlb, s);
-                            list_append(tlb, s);
+                        if (lru && mru != s) {  /* list_unlink, list_append */
+                            int32_t p = link[s].prev, nx = link[s].next;
+                            link[p].next = nx;
+                            link[nx].prev = p;
+                            int32_t tail = mru;  /* s is not the tail: nx != head */
+                            link[s].prev = tail;
+                            link[s].next = head;
+                            link[tail].next = s;
+                            link[head].prev = s;
+                            mru = s;
                         }
-                        h.iotlb_hits++;
+                        fast_hits++;
                         out_hpa[i] = e->base | (iova & (PAGE_4K - 1));
                         out_fault[i] = 0;
                         out_flags[i] = FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT;
                         continue;
                     }
+                } else if (!u->iotlb_level_count[2] && !u->iotlb_level_count[3]) {
+                    /* no entry at any level: the lookup would miss (a miss touches nothing) */
+                    h.translations++;
+                    h.context_hits++;
+                    translate_from_context(u, fast_ctx, sid, iova, access, FLAG_CONTEXT_HIT,
+                                           &r, &h, 1);
+                    goto store;
                 }
             }
-            translate_from_context(u, fast_ctx, sid, iova, access, FLAG_CONTEXT_HIT, &r, &h);
+            h.translations++;
+            h.context_hits++;
+            translate_from_context(u, fast_ctx, sid, iova, access, FLAG_CONTEXT_HIT, &r, &h, 0);
         } else {
             translate(u, sid, iova, access, &r, &h);
             fast_ctx = context_memo_mru(u, &fast_sid);
             if (fast_ctx) {
                 fast_high = fast_ctx->width < 64 ? ~0ull << fast_ctx->width : 0;
                 fast_tag = iotlb_tag(fast_ctx->did, 1);
+                fast_key = (uint64_t)fast_tag << 44 ^ (uint64_t)fast_tag;  /* as cache_home */
                 if (fast_ctx->tt == TT_PASSTHROUGH)
                     fast_high = ~0ull;  /* pass-through: never the IOTLB path */
             }
         }
+    store:
+        mru = link[head].prev;  /* the general path may have changed the list */
         out_hpa[i] = r.hpa;
         out_fault[i] = r.fault;
         out_flags[i] = r.flags;
     }
+    h.translations += fast_hits;
+    h.context_hits += fast_hits;
+    h.iotlb_hits += fast_hits;
     hot_counters_add(u, &h);
 }
 
