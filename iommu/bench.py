@@ -45,7 +45,7 @@ class Sizes:
     walk_iotlb_entries: int = 512  # the unit's default
     walk_requests: int = 1 << 19
     single_calls: int = 200_000  # translate() calls from Python
-    python_requests: int = 100_000  # requests for the Python engine (hits and walks)
+    python_requests: int = 40_000  # requests for the Python engine (hits and walks)
     replay_events: int = 3_000_000
     python_replay_events: int = 100_000
     memory_pages: int = 1 << 16

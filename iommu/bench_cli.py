@@ -122,8 +122,10 @@ def format_report(doc: dict) -> str:
         lines += ["", (f"memory: {mem['mapped_pages']} pages of 4 KiB mapped, tables "
                        f"{mem['table_bytes']} B, held {mem['total_bytes']} B "
                        f"(x{mem['ratio_to_tables']:.3f}; {mem['bytes_per_mapped_page']:.2f} B "
-                       f"per page); IOTLB entry {mem['iotlb_entry_bytes']} B, slot with hash "
-                       f"{mem['iotlb_slot_bytes']} B")]
+                       f"per page)"
+                       + (f"; IOTLB entry {mem['iotlb_entry_bytes']} B, slot with its hash "
+                          f"cells, keys and links {mem['iotlb_slot_bytes']} B"
+                          if mem["iotlb_entry_bytes"] is not None else ""))]
     lines += ["", "targets (issue 6):"]
     for t in doc["targets"]:
         m = t["measured"]
