@@ -24,6 +24,7 @@
 #define FLAG_STALE 4u
 #define FLAG_FAULT_RECORDED 8u
 #define FLAG_PASSTHROUGH 16u
+#define FLAG_PSC_HIT 32u
 
 /* Access bits of a request. */
 #define ACCESS_WRITE 1u
@@ -500,6 +501,15 @@ static inline uint32_t iotlb_perm(const iotlb_entry *e) { return e->bits & 7u; }
 static inline uint32_t iotlb_snp(const iotlb_entry *e) { return e->bits >> 3 & 1u; }
 static inline uint32_t iotlb_tm(const iotlb_entry *e) { return e->bits >> 4 & 1u; }
 
+/* A cached non-leaf entry (paging-structure cache, spec 6.2.4): the next table and the
+ * rights granted down to it, tagged by domain id, level and the address bits above the
+ * region the entry covers. */
+typedef struct {
+    uint64_t vpn, table, gen;
+    uint16_t did;
+    uint8_t level, perm;
+} psc_entry;
+
 typedef struct {
     uint32_t fault, level, perm, snp, tm;
     uint64_t base;
@@ -525,6 +535,9 @@ struct iommu_unit {
     slot_cache iotlb;
     iotlb_entry *iotlb_values;
     uint32_t iotlb_level_count[4];  /* valid IOTLB entries per leaf level (1..3) */
+    slot_cache psc;
+    psc_entry *psc_values;
+    uint32_t psc_level_count[6];  /* valid paging-structure entries per level (2..5) */
     uint64_t addr_mask, did_mask;
     uint64_t sl_reserved[6][2];
     uint64_t root_reserved_lo, context_reserved_lo, context_reserved_hi;
@@ -587,7 +600,9 @@ iommu_unit *unit_new(const iommu_config *cfg, iommu_mem *mem)
     bad |= cache_init(&u->iotlb, cfg->iotlb_entries, cfg->policy, cfg->seed ^ 0x5DEECE66Dull);
     u->context_values = calloc((size_t)cfg->context_entries + 1, sizeof *u->context_values);
     u->iotlb_values = calloc((size_t)cfg->iotlb_entries + 1, sizeof *u->iotlb_values);
-    if (bad || !u->context_values || !u->iotlb_values) {
+    bad |= cache_init(&u->psc, cfg->psc_entries, cfg->policy, cfg->seed ^ 0x2545F4914F6CDD1Dull);
+    u->psc_values = calloc((size_t)cfg->psc_entries + 1, sizeof *u->psc_values);
+    if (bad || !u->context_values || !u->iotlb_values || !u->psc_values) {
         unit_free(u);
         return NULL;
     }
@@ -600,6 +615,8 @@ void unit_free(iommu_unit *u)
         return;
     cache_release(&u->context_cache);
     cache_release(&u->iotlb);
+    cache_release(&u->psc);
+    free(u->psc_values);
     free(u->context_values);
     free(u->iotlb_values);
     free(u);
@@ -611,6 +628,7 @@ iommu_counters *unit_counters(iommu_unit *u) { return &u->counters; }
 iommu_fault_regs *unit_fault_regs(iommu_unit *u) { return &u->faults; }
 uint32_t unit_context_occupancy(iommu_unit *u) { return u->context_cache.used; }
 uint32_t unit_iotlb_occupancy(iommu_unit *u) { return u->iotlb.used; }
+uint32_t unit_psc_occupancy(iommu_unit *u) { return u->psc.used; }
 
 /* ======================================================================== context */
 
@@ -676,14 +694,19 @@ static inline int beyond_width(uint64_t iova, uint32_t width)
 
 /* Walk from the top level down (spec 3.6); loops in the tables cannot run away: there
  * are at most `levels` (<= 5) reads. Returns the fault; leaf filled on success. */
-static HOT_INLINE uint32_t second_level_walk(const iommu_unit *u, uint64_t slpt, uint32_t levels,
+static void psc_fill(iommu_unit *u, uint32_t did, uint32_t level, uint64_t iova, uint64_t table,
+                     uint32_t perm);
+
+/* `perm`: the rights granted above the first table read (7 from the top); psc_did >= 0:
+ * every non-leaf entry passed goes into the paging-structure cache of that domain. */
+static HOT_INLINE uint32_t second_level_walk(iommu_unit *u, uint64_t slpt, uint32_t levels,
                                          uint64_t iova, uint32_t write, uint64_t *reads,
-                                         walk_leaf *leaf)
+                                         walk_leaf *leaf, uint64_t perm, int32_t psc_did)
 {
     iommu_mem *mem = u->mem;
     const uint64_t size = mem->size;
     const uint64_t need = write ? SL_W : SL_R;
-    uint64_t perm = 7, table = slpt;
+    uint64_t table = slpt;
     for (uint32_t level = levels; level >= 1; level--) {
         uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
         if (addr + 8 > size)
@@ -708,8 +731,49 @@ static HOT_INLINE uint32_t second_level_walk(const iommu_unit *u, uint64_t slpt,
             return 0;
         }
         table = entry & u->addr_mask;
+        if (psc_did >= 0)
+            psc_fill(u, (uint32_t)psc_did, level, iova, table, (uint32_t)(perm & 7));
     }
     return FR_PAGING_ENTRY_READ_ERROR;  /* unreachable: level 1 is always a leaf */
+}
+
+/* ====================================================== paging-structure cache */
+
+static inline uint32_t psc_tag(uint32_t did, uint32_t level) { return did << 3 | level; }
+
+/* The deepest cached non-leaf entry on iova's path (a PDE before a PDPE...). */
+static psc_entry *psc_lookup(iommu_unit *u, uint32_t did, uint64_t iova, uint32_t levels)
+{
+    for (uint32_t level = 2; level <= levels && level <= 5; level++) {
+        if (u->psc_level_count[level]) {
+            int32_t s = cache_lookup(&u->psc, iova >> level_shift(level), psc_tag(did, level));
+            if (s >= 0)
+                return &u->psc_values[s];
+        }
+    }
+    return NULL;
+}
+
+static void psc_fill(iommu_unit *u, uint32_t did, uint32_t level, uint64_t iova, uint64_t table,
+                     uint32_t perm)
+{
+    if (u->psc.size == 0)
+        return;
+    uint64_t vpn = iova >> level_shift(level);
+    int evicted;
+    int32_t s = cache_insert(&u->psc, vpn, psc_tag(did, level), &evicted);
+    psc_entry *e = &u->psc_values[s];
+    if (evicted) {
+        u->counters.psc_evictions++;
+        u->psc_level_count[e->level]--;
+    }
+    e->did = (uint16_t)did;
+    e->level = (uint8_t)level;
+    e->perm = (uint8_t)perm;
+    e->vpn = vpn;
+    e->table = table;
+    e->gen = *u->mem->generation;
+    u->psc_level_count[level]++;
 }
 
 /* ========================================================================= IOTLB */
@@ -820,10 +884,11 @@ COLD static void fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t io
 static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry *ctx,
                                           uint64_t iova, uint32_t access, uint32_t flags,
                                           iommu_result *out, iotlb_entry **hit,
-                                          hot_counters *c, int known_miss)
+                                          psc_entry **psc_hit, hot_counters *c, int known_miss)
 {
     const uint32_t write = access & ACCESS_WRITE;
     *hit = NULL;
+    *psc_hit = NULL;
     out->hpa = 0;
     out->page_size = 0;
     if (UNLIKELY(access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED))) {
@@ -870,9 +935,31 @@ static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry
     }
     c->iotlb_misses++;
     c->walks++;
+    uint64_t table = ctx->slpt, perm = 7;
+    uint32_t levels = ctx->aw + 2;
+    int32_t psc_did = -1;
+    if (u->psc.size) {
+        psc_did = (int32_t)ctx->did;
+        psc_entry *pe = psc_lookup(u, ctx->did, iova, levels);
+        if (!pe) {
+            u->counters.psc_misses++;
+        } else {
+            u->counters.psc_hits++;
+            flags |= FLAG_PSC_HIT;
+            *psc_hit = pe;
+            if (!(pe->perm & (write ? SL_W : SL_R))) {  /* cached rights: no re-walk */
+                out->fault = write ? FR_WRITE_NOT_PERMITTED : FR_READ_NOT_PERMITTED;
+                out->flags = (uint8_t)flags;
+                return;
+            }
+            table = pe->table;
+            levels = pe->level - 1u;
+            perm = pe->perm;
+        }
+    }
     walk_leaf leaf = {0, 0, 0, 0, 0, 0};
-    uint32_t f = second_level_walk(u, ctx->slpt, ctx->aw + 2, iova, write, &c->memory_reads,
-                                   &leaf);
+    uint32_t f = second_level_walk(u, table, levels, iova, write, &c->memory_reads, &leaf, perm,
+                                   psc_did);
     out->flags = (uint8_t)flags;
     if (f) {
         out->fault = (uint8_t)f;
@@ -888,11 +975,13 @@ static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry
 /* Compare a cache-served result with the tables as they are now (no counted reads).
  * Cache entries remember the memory generation they were checked at; only when memory
  * was written since is the fresh walk done. Equal entries are re-stamped. */
-COLD static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit, uint32_t sid,
-                        uint64_t iova, uint32_t access, iommu_result *out)
+COLD static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit,
+                        const psc_entry *psc_hit, uint32_t sid, uint64_t iova, uint32_t access,
+                        iommu_result *out)
 {
     uint64_t gen = *u->mem->generation;
-    if (ctx->gen == gen && (hit == NULL || hit->gen == gen))
+    if (ctx->gen == gen && (hit == NULL || hit->gen == gen) &&
+        (psc_hit == NULL || psc_hit->gen == gen))
         return;
     context_entry fresh_ctx;
     uint32_t fpd;
@@ -913,7 +1002,7 @@ COLD static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit
             fresh_hpa = iova;
         } else {
             leaf.fault = second_level_walk(u, fresh_ctx.slpt, fresh_ctx.aw + 2, iova,
-                                           access & ACCESS_WRITE, NULL, &leaf);
+                                           access & ACCESS_WRITE, NULL, &leaf, 7, -1);
             have_leaf = 1;
             if (leaf.fault) {
                 fresh_fault = leaf.fault;
@@ -943,11 +1032,14 @@ static HOT_INLINE void translate_from_context(iommu_unit *u, context_entry *ctx,
                                           iommu_result *out, hot_counters *c, int known_miss)
 {
     iotlb_entry *hit;
-    translate_with_context(u, ctx, iova, access, flags, out, &hit, c, known_miss);
-    if (u->cfg.track_stale && (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT))) {
-        uint64_t gen = *u->mem->generation;  /* unchanged since both were checked: served */
-        if (ctx->gen != gen || (hit != NULL && hit->gen != gen))
-            check_stale(u, ctx, hit, sid, iova, access, out);
+    psc_entry *psc_hit;
+    translate_with_context(u, ctx, iova, access, flags, out, &hit, &psc_hit, c, known_miss);
+    if (u->cfg.track_stale &&
+        (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT | FLAG_PSC_HIT))) {
+        uint64_t gen = *u->mem->generation;  /* unchanged since they were checked: served */
+        if (ctx->gen != gen || (hit != NULL && hit->gen != gen) ||
+            (psc_hit != NULL && psc_hit->gen != gen))
+            check_stale(u, ctx, hit, psc_hit, sid, iova, access, out);
     }
     if (out->fault)
         fault(u, out->fault, sid, iova, access, ctx->fpd, out->flags, out);
@@ -1188,7 +1280,6 @@ uint32_t unit_invalidate_context(iommu_unit *u, uint32_t granularity, uint32_t d
 uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did,
                                uint64_t addr, uint32_t am, uint32_t ih)
 {
-    (void)ih;
     if (granularity == 3 && (!u->cfg.psi || am > u->cfg.mamv))
         granularity = 2;  /* page-selective not possible: invalidate the whole domain */
     if (granularity < 1 || granularity > 3)
@@ -1225,6 +1316,34 @@ uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did
         }
     }
     u->counters.iotlb_invalidations += removed;
+    /* Paging-structure caches go too, except for a page-selective invalidation with IH
+     * (only leaf entries changed, spec 6.5.1.2). */
+    if (u->psc.size && !(granularity == 3 && ih)) {
+        slot_cache *p = &u->psc;
+        removed = 0;
+        for (uint32_t s = 0; s < p->size; s++) {
+            if (!p->valid[s])
+                continue;
+            const psc_entry *e = &u->psc_values[s];
+            int match;
+            if (granularity == 1) {
+                match = 1;
+            } else if (granularity == 2) {
+                match = e->did == did;
+            } else {
+                uint32_t shift = level_shift(e->level);
+                uint64_t e_start = e->vpn << shift;
+                uint64_t e_last = e_start + ((1ull << shift) - 1);
+                match = e->did == did && e_start <= last && start <= e_last;
+            }
+            if (match) {
+                u->psc_level_count[e->level]--;
+                cache_remove_slot(p, (int32_t)s);
+                removed++;
+            }
+        }
+        u->counters.psc_invalidations += removed;
+    }
     return granularity;
 }
 

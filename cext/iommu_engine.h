@@ -26,6 +26,7 @@ typedef struct {
     uint64_t seed;             /* random replacement seed */
     uint32_t collapse_faults;  /* drop a fault whose source id already has one pending */
     uint32_t track_stale;      /* compare cache-served results with the tables */
+    uint32_t psc_entries;      /* paging-structure cache slots (0: none) */
 } iommu_config;
 
 typedef struct {
@@ -33,6 +34,7 @@ typedef struct {
     uint64_t context_hits, context_misses, context_evictions, context_invalidations;
     uint64_t iotlb_hits, iotlb_misses, iotlb_evictions, iotlb_invalidations;
     uint64_t walks, memory_reads, stale_hits;
+    uint64_t psc_hits, psc_misses, psc_evictions, psc_invalidations;
 } iommu_counters;
 
 typedef struct {
@@ -64,6 +66,7 @@ iommu_counters *unit_counters(iommu_unit *u);
 iommu_fault_regs *unit_fault_regs(iommu_unit *u);
 uint32_t unit_context_occupancy(iommu_unit *u);
 uint32_t unit_iotlb_occupancy(iommu_unit *u);
+uint32_t unit_psc_occupancy(iommu_unit *u);
 
 /* access: bit 0 write, bit 1 execute, bit 2 privileged */
 void unit_translate(iommu_unit *u, uint16_t sid, uint64_t iova, uint32_t access,

@@ -13,7 +13,7 @@ from iommu.memory import PhysicalMemory
 _CONFIG_FIELDS = (
     "haw", "mgaw", "sagaw", "sllps", "dt", "pt", "sc", "domain_id_bits", "nfr", "psi",
     "mamv", "context_entries", "iotlb_entries", "policy", "seed", "collapse_faults",
-    "track_stale",
+    "track_stale", "psc_entries",
 )
 
 
@@ -99,7 +99,8 @@ class CEngine:
     def cache_occupancy(self) -> dict:
         lib, unit = self._lib, self._unit
         return {"context": lib.unit_context_occupancy(unit),
-                "iotlb": lib.unit_iotlb_occupancy(unit)}
+                "iotlb": lib.unit_iotlb_occupancy(unit),
+                "psc": lib.unit_psc_occupancy(unit)}
 
 
 _PAGE_SIZES = (0, 1 << 12, 1 << 21, 1 << 30, 1 << 39, 1 << 48, 1 << 57)  # by leaf level

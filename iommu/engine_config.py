@@ -21,6 +21,7 @@ FLAG_CONTEXT_HIT = 2
 FLAG_STALE = 4
 FLAG_FAULT_RECORDED = 8
 FLAG_PASSTHROUGH = 16
+FLAG_PSC_HIT = 32  # the walk started below the top from a paging-structure cache entry
 
 NO_PASID = 0xFFFFFFFF
 
@@ -44,3 +45,4 @@ class EngineConfig:
     seed: int = 1
     collapse_faults: int = 0
     track_stale: int = 1
+    psc_entries: int = 0  # paging-structure cache slots (0: none)

@@ -18,6 +18,7 @@ from iommu.engine_config import (
     FLAG_FAULT_RECORDED,
     FLAG_IOTLB_HIT,
     FLAG_PASSTHROUGH,
+    FLAG_PSC_HIT,
     FLAG_STALE,
     NO_PASID,
     EngineConfig,
@@ -45,6 +46,10 @@ COUNTER_NAMES = (
     "walks",
     "memory_reads",
     "stale_hits",
+    "psc_hits",
+    "psc_misses",
+    "psc_evictions",
+    "psc_invalidations",
 )
 
 
@@ -170,6 +175,18 @@ class ContextCacheEntry:
             other.did, other.tt, other.aw, other.slpt, other.fpd)
 
 
+class PscEntry:
+    """A cached non-leaf second-level entry (paging-structure cache, spec 6.2.4): the
+    next table's address and the rights granted down to it, tagged by domain id, the
+    entry's level and the address bits above the region it covers."""
+
+    __slots__ = ("did", "level", "vpn", "table", "perm", "gen")
+
+    def __init__(self, did, level, vpn, table, perm, gen):
+        self.did, self.level, self.vpn = did, level, vpn
+        self.table, self.perm, self.gen = table, perm, gen
+
+
 class IotlbEntry:
     """A cached leaf translation, tagged by domain id, PASID, leaf level and page number."""
 
@@ -202,6 +219,9 @@ class PythonEngine:
         self.context_cache = SlotCache(config.context_entries, config.policy, config.seed)
         self.iotlb = SlotCache(config.iotlb_entries, config.policy, config.seed ^ 0x5DEECE66D)
         self._iotlb_level_count = [0, 0, 0, 0]  # valid IOTLB entries per leaf level (1..3)
+        self.psc = SlotCache(config.psc_entries, config.policy, config.seed ^ 0x2545F4914F6CDD1D)
+        self._psc_level_count = [0] * 6  # valid paging-structure entries per level (2..5)
+        self._psc_used = None  # the paging-structure entry the current request started from
         haw = min(config.haw, 52)
         self._addr_mask = ((1 << haw) - 1) & ~0xFFF
         self._did_mask = (1 << config.domain_id_bits) - 1
@@ -281,12 +301,16 @@ class PythonEngine:
         return 0, entry, fpd
 
     # -- second-level walk ------------------------------------------------------
-    def _second_level_walk(self, slpt: int, levels: int, iova: int, write: int, count: bool):
-        """Walk from the top level down (spec 3.6). Returns (fault, level, base, perm, snp, tm)."""
+    def _second_level_walk(self, slpt: int, levels: int, iova: int, write: int, count: bool,
+                           perm: int = 7, psc_did: int | None = None):
+        """Walk from ``levels`` down (spec 3.6). Returns (fault, level, base, perm, snp, tm).
+
+        ``perm`` is the rights granted above the first table read (all, from the top);
+        with ``psc_did`` every non-leaf entry passed is put in the paging-structure cache.
+        """
         mem = self.memory
         size = mem.size
         need = SL_W if write else SL_R
-        perm = 7
         table = slpt
         for level in range(levels, 0, -1):
             addr = table + ((iova >> (12 + 9 * (level - 1))) & 511) * 8
@@ -307,7 +331,29 @@ class PythonEngine:
                 base = entry & self._addr_mask & ~page_mask
                 return 0, level, base, perm & 7, entry >> 11 & 1, entry >> 62 & 1
             table = entry & self._addr_mask
+            if psc_did is not None:
+                self._psc_fill(psc_did, level, iova, table, perm & 7)
         raise AssertionError("unreachable: level 1 is always a leaf")
+
+    # -- paging-structure cache ---------------------------------------------------
+    def _psc_lookup(self, did: int, iova: int, levels: int):
+        """The deepest cached non-leaf entry on iova's path (a PDE before a PDPE...)."""
+        counts = self._psc_level_count
+        for level in range(2, levels + 1):
+            if counts[level]:
+                entry = self.psc.lookup((did, level, iova >> _level_shift(level)))
+                if entry is not None:
+                    return entry
+        return None
+
+    def _psc_fill(self, did: int, level: int, iova: int, table: int, perm: int) -> None:
+        vpn = iova >> _level_shift(level)
+        entry = PscEntry(did, level, vpn, table, perm, self.memory.generation)
+        evicted = self.psc.insert((did, level, vpn), entry)
+        if evicted is not None:
+            self.counters.psc_evictions += 1
+            self._psc_level_count[evicted.level] -= 1
+        self._psc_level_count[level] += 1
 
     # -- IOTLB --------------------------------------------------------------------
     def _iotlb_lookup(self, did: int, pasid: int, iova: int):
@@ -397,8 +443,10 @@ class PythonEngine:
                 return self._fault(fault, sid, iova, access, fpd, flags)
             if self.context_cache.insert(sid, ctx) is not None:
                 c.context_evictions += 1
+        self._psc_used = None
         result = self._translate_with_context(ctx, sid, iova, access, write, pasid, flags)
-        if self.config.track_stale and result[3] & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT):
+        if self.config.track_stale and result[3] & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT
+                                                    | FLAG_PSC_HIT):
             result = self._check_stale(ctx, sid, iova, access, result)
         if result[0]:
             return self._fault(result[0], sid, iova, access, ctx.fpd, result[3])
@@ -431,8 +479,21 @@ class PythonEngine:
             return 0, hit.base | (iova & (size - 1)), size, flags
         c.iotlb_misses += 1
         c.walks += 1
+        table, levels, perm, psc_did = ctx.slpt, ctx.aw + 2, 7, None
+        if self.psc.size:
+            psc_did = ctx.did
+            cached = self._psc_lookup(ctx.did, iova, levels)
+            if cached is None:
+                c.psc_misses += 1
+            else:
+                c.psc_hits += 1
+                flags |= FLAG_PSC_HIT
+                self._psc_used = cached
+                if not cached.perm & (SL_W if write else SL_R):  # cached rights: no re-walk
+                    return (FR.WRITE_NOT_PERMITTED if write else FR.READ_NOT_PERMITTED), 0, 0, flags
+                table, levels, perm = cached.table, cached.level - 1, cached.perm
         fault, level, base, perm, snp, tm = self._second_level_walk(
-            ctx.slpt, ctx.aw + 2, iova, write, True)
+            table, levels, iova, write, True, perm, psc_did)
         if fault:
             return fault, 0, 0, flags
         self._iotlb_fill(ctx.did, pasid, iova, level, base, perm, snp, tm)
@@ -449,7 +510,9 @@ class PythonEngine:
         iotlb_entry = None
         if served[3] & FLAG_IOTLB_HIT:
             iotlb_entry = self._iotlb_peek(ctx.did, iova)
-        if ctx.gen == gen and (iotlb_entry is None or iotlb_entry.gen == gen):
+        psc_entry = self._psc_used
+        if ctx.gen == gen and (iotlb_entry is None or iotlb_entry.gen == gen) and (
+                psc_entry is None or psc_entry.gen == gen):
             return served
         fault, fresh_ctx, _ = self._fetch_context(sid, False)
         fresh = (fault, 0)
@@ -545,6 +608,18 @@ class PythonEngine:
             return False
 
         self.counters.iotlb_invalidations += self.iotlb.remove_where(removing)
+        if self.psc.size and not (granularity == 3 and ih):
+            # Paging-structure caches go too, except for a page-selective invalidation
+            # with IH (only leaf entries changed, spec 6.5.1.2).
+            psc_counts = self._psc_level_count
+
+            def removing_psc(e):
+                if predicate(e):
+                    psc_counts[e.level] -= 1
+                    return True
+                return False
+
+            self.counters.psc_invalidations += self.psc.remove_where(removing_psc)
         return granularity
 
     # -- inspection ---------------------------------------------------------------
@@ -552,4 +627,5 @@ class PythonEngine:
         return {name: getattr(self.counters, name) for name in COUNTER_NAMES}
 
     def cache_occupancy(self) -> dict:
-        return {"context": len(self.context_cache), "iotlb": len(self.iotlb)}
+        return {"context": len(self.context_cache), "iotlb": len(self.iotlb),
+                "psc": len(self.psc)}

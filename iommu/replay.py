@@ -92,6 +92,7 @@ class ReplayReport:
     settings: dict = field(default_factory=dict)
     platform: dict = field(default_factory=dict)
     units: list = field(default_factory=list)
+    paging_structure_cache: dict = field(default_factory=dict)  # totals: hits, misses, rate
     engine: str = ""
     skipped_bad: int = 0
     skipped_examples: list = field(default_factory=list)
@@ -116,6 +117,7 @@ class ReplayReport:
             "settings": self.settings,
             "platform": self.platform,
             "units": self.units,
+            "paging_structure_cache": self.paging_structure_cache,
             "skipped_bad": self.skipped_bad,
             "skipped_examples": self.skipped_examples,
             "errors": self.errors,
@@ -237,6 +239,12 @@ def format_table(report: ReplayReport) -> str:
         f"total, {_fmt_ns(t['stale_window_max_ns'])} at most"
         + (f", {t['stale_windows_open_at_end']} never invalidated within the trace"
            if t["stale_windows_open_at_end"] else ""))
+    psc = report.paging_structure_cache
+    if psc.get("entries"):
+        rate = psc["hit_rate"]
+        lines.append(f"paging-structure cache: {psc['entries']} entries per unit, "
+                     f"{psc['hits']} hits, {psc['misses']} misses"
+                     + (f" ({rate:.1%})" if rate is not None else ""))
     if t["map_errors"] or t["unmap_errors"]:
         lines.append(f"driver errors: {t['map_errors']} failed maps, {t['unmap_errors']} unmaps "
                      f"of nothing" + (f" (first: {report.errors[0]})" if report.errors else ""))
@@ -869,9 +877,17 @@ class Replayer:
                           {**totals_os, "stale_window_max_ns": window_max,
                            "flushes": self.total_flushes})
         totals["events"] = int(self.total_events)
+        # The paging-structure cache is counted by the units (all devices together).
+        psc_hits = sum(u["counters"].get("psc_hits", 0) for u in units)
+        psc_misses = sum(u["counters"].get("psc_misses", 0) for u in units)
+        psc = {"entries": self.platform.units[0].unit.config.psc_entries
+               if self.platform.units else 0,
+               "hits": psc_hits, "misses": psc_misses,
+               "hit_rate": psc_hits / (psc_hits + psc_misses) if psc_hits + psc_misses else None}
         return ReplayReport(complete=complete, totals=totals, devices=devices,
                             device_info=device_info, untranslated_devices=untranslated,
                             platform=self.platform.to_dict(), units=units,
+                            paging_structure_cache=psc,
                             errors=list(self.os.error_examples), **meta)
 
 
@@ -957,7 +973,8 @@ def parse_page_sizes(spec) -> tuple:
 def make_platform(dmar=None, devices: Iterable[str] = (), bridges: Optional[Mapping] = None,
                   *, sample: bool = False, iotlb_entries: Optional[int] = None,
                   context_entries: Optional[int] = None, policy: Optional[str] = None,
-                  engine: Optional[str] = None, seed: int = 1) -> Platform:
+                  engine: Optional[str] = None, seed: int = 1,
+                  psc_entries: Optional[int] = None) -> Platform:
     """The platform a replay runs on: ``dmar`` (a path, a `Dmar` or a `Platform`), the
     bundled sample (``sample=True``), or the contract's default."""
     if isinstance(dmar, Platform):
@@ -967,6 +984,8 @@ def make_platform(dmar=None, devices: Iterable[str] = (), bridges: Optional[Mapp
         opts["iotlb_entries"] = iotlb_entries
     if context_entries is not None:
         opts["context_cache_entries"] = context_entries
+    if psc_entries is not None:
+        opts["paging_structure_cache_entries"] = psc_entries
     if policy is not None:
         opts["policy"] = policy
     if engine is not None:
@@ -988,7 +1007,8 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
            flush_timeout_ns: Optional[int] = DEFAULT_FLUSH_TIMEOUT_NS,
            page_sizes=(PAGE_4K, PAGE_2M, PAGE_1G), passthrough: Iterable[str] = (),
            groups: Optional[Mapping[str, str]] = None, progress: bool = False,
-           seed: int = 1, trace_options: Optional[dict] = None) -> ReplayReport:
+           seed: int = 1, trace_options: Optional[dict] = None,
+           psc_entries: Optional[int] = None) -> ReplayReport:
     """Replay ``trace`` (a path; None: the bundled sample on the bundled sample platform).
 
     ``dmar``: a platform file (see `Platform.load`), a `Dmar`, a `Platform`, or None for
@@ -1009,7 +1029,7 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
         model = None
     platform = make_platform(dmar, devices, bridges, sample=sample and dmar is None,
                              iotlb_entries=iotlb_entries, context_entries=context_entries,
-                             policy=policy, engine=engine, seed=seed)
+                             policy=policy, engine=engine, seed=seed, psc_entries=psc_entries)
     page_sizes = parse_page_sizes(page_sizes)
     r = Replayer(platform, invalidation=invalidation, flush_threshold=flush_threshold,
                  flush_timeout_ns=flush_timeout_ns, passthrough=passthrough, groups=groups,
@@ -1020,6 +1040,7 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
         "flush_timeout_ns": flush_timeout_ns,
         "iotlb_entries": unit0.config.iotlb_entries if unit0 else iotlb_entries,
         "context_entries": unit0.config.context_entries if unit0 else context_entries,
+        "psc_entries": unit0.config.psc_entries if unit0 else psc_entries,
         "policy": policy or "lru", "page_sizes": list(page_sizes),
         "access_model": None if model is None else
         f"{model.name}:{model.burst}" + ("" if model.at == "map" else f"@{model.at}"),

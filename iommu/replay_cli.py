@@ -46,6 +46,8 @@ def _add_platform_options(p) -> None:
                         "PCI name and its secondary (and subordinate) bus, hex")
     g.add_argument("--context-entries", type=int, metavar="N",
                    help="context-cache entries per unit (default 64)")
+    g.add_argument("--psc-entries", type=int, metavar="N",
+                   help="paging-structure cache entries per unit (default 0: none)")
     g.add_argument("--engine", choices=("c", "python"),
                    help="translation engine (default: C when built)")
     o = p.add_argument_group("operating system")
@@ -125,6 +127,7 @@ def _common(args) -> dict:
         "bridges": parse_bridges(_names(args.bridges)) or None,
         "context_entries": args.context_entries,
         "engine": args.engine,
+        "psc_entries": args.psc_entries,
         "flush_threshold": args.flush_threshold,
         "flush_timeout_ns": args.flush_timeout_ns,
         "passthrough": _names(args.passthrough),

@@ -133,7 +133,8 @@ class RemappingUnit:
     Capabilities come from keyword arguments (a modern unit by default: SAGAW 39/48,
     57 with ``five_level=True``, MGAW = haw, 2 MiB and 1 GiB pages, pass-through,
     device-TLB, snoop control, queued invalidation, interrupt remapping, 16-bit domain
-    ids) or from raw ``cap=``/``ecap=`` register values. Cache options: sizes,
+    ids) or from raw ``cap=``/``ecap=`` register values. Cache options: sizes (context
+    cache, IOTLB, and a paging-structure cache of non-leaf entries, off by default),
     replacement ``policy`` ("lru", "fifo", "random") and ``seed``.
     """
 
@@ -153,6 +154,7 @@ class RemappingUnit:
         domain_id_bits: int = 16,
         context_cache_entries: int = 64,
         iotlb_entries: int = 512,
+        paging_structure_cache_entries: int = 0,
         policy: str = "lru",
         seed: int = 1,
         collapse_faults: bool = False,
@@ -205,6 +207,7 @@ class RemappingUnit:
             seed=seed,
             collapse_faults=int(collapse_faults),
             track_stale=int(track_stale),
+            psc_entries=paging_structure_cache_entries,
         )
         self.engine_name = _engine.resolve(engine)
         self.engine = _make_engine(self.engine_name, memory, self.config)

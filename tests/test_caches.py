@@ -188,4 +188,4 @@ def test_context_cache_holds_old_entry_until_invalidated():
 def test_occupancy_never_exceeds_size(policy):
     _, unit, _ = setup(iotlb_entries=5, context_cache_entries=1, policy=policy)
     hits(unit, [i % 13 for i in range(100)])
-    assert unit.cache_occupancy() == {"context": 1, "iotlb": 5}
+    assert unit.cache_occupancy() == {"context": 1, "iotlb": 5, "psc": 0}

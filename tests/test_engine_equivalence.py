@@ -92,6 +92,7 @@ configs = st.builds(
     seed=st.one_of(st.just(0), st.integers(0, M64)),
     collapse_faults=st.integers(0, 1),
     track_stale=st.integers(0, 1),
+    psc_entries=st.sampled_from([0, 0, 1, 2, 4, 32]),
 )
 
 

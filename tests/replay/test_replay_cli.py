@@ -93,3 +93,15 @@ def test_vm_assignment_example(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(path)])
     runpy.run_path(str(path), run_name="__main__")
     assert "guest-physical" in capsys.readouterr().out
+
+
+def test_paging_structure_cache_option_cuts_reads_per_walk(tmp_path, capsys):
+    plain, psc = tmp_path / "plain.json", tmp_path / "psc.json"
+    assert main(["replay", "--json", str(plain), "--no-progress"]) == 0
+    assert main(["replay", "--psc-entries", "32", "--json", str(psc), "--no-progress"]) == 0
+    assert "paging-structure cache: 32 entries" in capsys.readouterr().out
+    a, b = json.loads(plain.read_text()), json.loads(psc.read_text())
+    assert a["paging_structure_cache"]["hits"] == 0
+    assert b["paging_structure_cache"]["hits"] > 0 and b["settings"]["psc_entries"] == 32
+    assert b["totals"]["memory_reads_per_walk"] < a["totals"]["memory_reads_per_walk"]
+    assert b["totals"]["faults_by_code"] == a["totals"]["faults_by_code"]  # same answers
