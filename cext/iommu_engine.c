@@ -1276,6 +1276,24 @@ uint32_t unit_invalidate_context(iommu_unit *u, uint32_t granularity, uint32_t d
     return granularity;
 }
 
+/* Whether an IOTLB or paging-structure entry (domain, level, address bits above the
+ * region it covers) falls under an invalidation: all, its domain, or a page range
+ * [start, last] of its domain that overlaps the entry's region. */
+static int tagged_match(uint32_t granularity, uint32_t did, uint64_t start, uint64_t last,
+                        uint32_t e_did, uint32_t e_level, uint64_t e_vpn)
+{
+    if (granularity == 1)
+        return 1;
+    if (e_did != did)
+        return 0;
+    if (granularity == 2)
+        return 1;
+    uint32_t shift = level_shift(e_level);
+    uint64_t e_start = e_vpn << shift;
+    uint64_t e_last = e_start + ((1ull << shift) - 1);
+    return e_start <= last && start <= e_last;
+}
+
 /* IOTLB invalidation (spec 6.5.1.2). Returns the granularity performed. */
 uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did,
                                uint64_t addr, uint32_t am, uint32_t ih)
@@ -1292,26 +1310,13 @@ uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did
         start = addr & ~(span - 1);
         last = start + (span - 1);
     }
-    slot_cache *c = &u->iotlb;
     uint64_t removed = 0;
-    for (uint32_t s = 0; s < c->size; s++) {
-        if (!c->valid[s])
-            continue;
+    for (uint32_t s = 0; s < u->iotlb.size; s++) {
         const iotlb_entry *e = &u->iotlb_values[s];
-        int match;
-        if (granularity == 1) {
-            match = 1;
-        } else if (granularity == 2) {
-            match = e->did == did;
-        } else {
-            uint32_t shift = level_shift(e->level);
-            uint64_t e_start = e->vpn << shift;
-            uint64_t e_last = e_start + ((1ull << shift) - 1);
-            match = e->did == did && e_start <= last && start <= e_last;
-        }
-        if (match) {
+        if (u->iotlb.valid[s] && tagged_match(granularity, did, start, last, e->did, e->level,
+                                              e->vpn)) {
             u->iotlb_level_count[e->level]--;
-            cache_remove_slot(c, (int32_t)s);
+            cache_remove_slot(&u->iotlb, (int32_t)s);
             removed++;
         }
     }
@@ -1319,26 +1324,13 @@ uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did
     /* Paging-structure caches go too, except for a page-selective invalidation with IH
      * (only leaf entries changed, spec 6.5.1.2). */
     if (u->psc.size && !(granularity == 3 && ih)) {
-        slot_cache *p = &u->psc;
         removed = 0;
-        for (uint32_t s = 0; s < p->size; s++) {
-            if (!p->valid[s])
-                continue;
+        for (uint32_t s = 0; s < u->psc.size; s++) {
             const psc_entry *e = &u->psc_values[s];
-            int match;
-            if (granularity == 1) {
-                match = 1;
-            } else if (granularity == 2) {
-                match = e->did == did;
-            } else {
-                uint32_t shift = level_shift(e->level);
-                uint64_t e_start = e->vpn << shift;
-                uint64_t e_last = e_start + ((1ull << shift) - 1);
-                match = e->did == did && e_start <= last && start <= e_last;
-            }
-            if (match) {
+            if (u->psc.valid[s] && tagged_match(granularity, did, start, last, e->did, e->level,
+                                                e->vpn)) {
                 u->psc_level_count[e->level]--;
-                cache_remove_slot(p, (int32_t)s);
+                cache_remove_slot(&u->psc, (int32_t)s);
                 removed++;
             }
         }

@@ -204,6 +204,18 @@ def _level_shift(level: int) -> int:
     return 12 + 9 * (level - 1)
 
 
+def _remove_counted(cache: SlotCache, level_count: list, predicate) -> int:
+    """Remove the entries ``predicate`` selects, keeping the per-level counts right."""
+
+    def removing(entry) -> bool:
+        if predicate(entry):
+            level_count[entry.level] -= 1
+            return True
+        return False
+
+    return cache.remove_where(removing)
+
+
 class PythonEngine:
     """Translation, caches and fault recording of one remapping unit, in Python."""
 
@@ -599,27 +611,13 @@ class PythonEngine:
                 return e.did == did and e_start < end and start < e_start + (1 << size_shift)
         else:
             return 0
-        counts = self._iotlb_level_count
-
-        def removing(e):
-            if predicate(e):
-                counts[e.level] -= 1
-                return True
-            return False
-
-        self.counters.iotlb_invalidations += self.iotlb.remove_where(removing)
+        self.counters.iotlb_invalidations += _remove_counted(
+            self.iotlb, self._iotlb_level_count, predicate)
         if self.psc.size and not (granularity == 3 and ih):
             # Paging-structure caches go too, except for a page-selective invalidation
             # with IH (only leaf entries changed, spec 6.5.1.2).
-            psc_counts = self._psc_level_count
-
-            def removing_psc(e):
-                if predicate(e):
-                    psc_counts[e.level] -= 1
-                    return True
-                return False
-
-            self.counters.psc_invalidations += self.psc.remove_where(removing_psc)
+            self.counters.psc_invalidations += _remove_counted(
+                self.psc, self._psc_level_count, predicate)
         return granularity
 
     # -- inspection ---------------------------------------------------------------
