@@ -70,7 +70,7 @@ def usually(common, others: list):
 
 def chance(draw, one_in: int) -> bool:
     """True about once in `one_in` draws."""
-    return not draw(st.sampled_from([False] * (one_in - 1) + [True])) is False
+    return draw(st.sampled_from([False] * (one_in - 1) + [True])) is not False
 
 
 configs = st.builds(

@@ -3,7 +3,16 @@ import pytest
 
 from iommu import Capabilities, Domain, FaultReason, PhysicalMemory, RemappingUnit
 from iommu.registers import (
-    CAP, CCMD, ECAP, FECTL, FSTS, GCMD, GSTS, RTADDR, VER, RegisterError,
+    CAP,
+    CCMD,
+    ECAP,
+    FECTL,
+    FSTS,
+    GCMD,
+    GSTS,
+    RTADDR,
+    VER,
+    RegisterError,
 )
 
 

@@ -3,15 +3,14 @@ import pytest
 
 from iommu import Domain, FaultReason, PhysicalMemory, RemappingUnit
 from iommu.entries import (
-    ContextEntry,
-    RootEntry,
     SL_PS,
-    SL_R,
     SL_SNP,
     SL_TM,
     SL_W,
     TT_ALL,
     TT_PASSTHROUGH,
+    ContextEntry,
+    RootEntry,
     context_entry_address,
     root_entry_address,
 )

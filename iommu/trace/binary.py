@@ -26,8 +26,8 @@ import struct
 from typing import Iterable, Iterator, Optional
 
 from .events import (
-    TraceEvent,
     TraceError,
+    TraceEvent,
     TraceReader,
     atomic_output,
     check_writable,

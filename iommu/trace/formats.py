@@ -7,7 +7,7 @@ from typing import Iterable, Optional
 
 from .access_model import AccessModel, apply_access_model
 from .binary import MAGIC, BinaryReader, write_binary
-from .events import TraceEvent, TraceError, TraceReader, display_name
+from .events import TraceError, TraceEvent, TraceReader, display_name
 from .ftrace import _HEADER, _LINE, FtraceReader
 from .text_formats import CsvReader, JsonlReader, write_csv, write_jsonl
 

@@ -42,7 +42,8 @@ def test_lru_curve_rises_monotonically(looping_trace):
 def test_local_processes_match_in_process(looping_trace):
     one = sweep(looping_trace, [4, 64], policies=["lru", "fifo"], workers=1)
     many = sweep(looping_trace, [4, 64], policies=["lru", "fifo"], workers=2)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
     assert strip(one) == strip(many)
     assert [(r["policy"], r["iotlb_entries"]) for r in many] == [
         ("lru", 4), ("lru", 64), ("fifo", 4), ("fifo", 64)]

@@ -4,6 +4,7 @@ import struct
 
 import pytest
 from hypothesis import given, settings
+from trace_strategies import event_lists
 
 from iommu.trace import (
     BINARY_RECORD,
@@ -20,7 +21,6 @@ from iommu.trace import (
     write_csv,
     write_jsonl,
 )
-from trace_strategies import event_lists
 
 EVS = [
     TraceEvent("map", "0000:03:00.0", 0x10000, 0x1000, 0x80000000, "w", None, 1000),

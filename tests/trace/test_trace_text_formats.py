@@ -4,6 +4,7 @@ import os
 
 import pytest
 from hypothesis import given, settings
+from trace_strategies import event_lists
 
 from iommu.trace import (
     TraceError,
@@ -14,8 +15,6 @@ from iommu.trace import (
     write_csv,
     write_jsonl,
 )
-
-from trace_strategies import event_lists
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
