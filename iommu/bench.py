@@ -564,9 +564,19 @@ def _walk_workloads() -> list[Workload]:
     return out
 
 
+def walk_without_iotlb(engine: str, sizes: Sizes) -> dict:
+    """The 4-level random walk with no IOTLB at all: the walk itself, without the fill and
+    eviction a miss pays for; the closest like-for-like with the bare pointer chase."""
+    fig = walk_batch(engine, scaled(sizes, walk_iotlb_entries=0), "second_level", 4, PAGE_4K,
+                     "random")
+    fig["name"] = "walk_no_iotlb_4level_4k_random"
+    return fig
+
+
 WORKLOADS: list[Workload] = [
     Workload("iotlb_hit_batch", iotlb_hit_batch),
     *_walk_workloads(),
+    Workload("walk_no_iotlb_4level_4k_random", walk_without_iotlb, group="walk"),
     Workload("translate_call", translate_calls),
     Workload("replay_binary", replay_binary, group="replay"),
     Workload("memory", memory_per_page, group="memory"),
