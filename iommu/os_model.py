@@ -110,6 +110,8 @@ class OSModel:
     ``flush_timeout_ns`` of trace time passed since the first was queued, or at `flush`).
     ``passthrough``: devices attached in pass-through. ``groups``: device → group name;
     the devices of a group share one domain. ``page_sizes``: what the domains may use.
+    ``queued_invalidation``: invalidate through each unit's invalidation queue (descriptors
+    and a wait descriptor, as Linux does when ECAP.QI is set) instead of its registers.
     """
 
     def __init__(self, platform: Platform, invalidation: str = "strict", *,
@@ -117,7 +119,7 @@ class OSModel:
                  flush_timeout_ns: Optional[int] = DEFAULT_FLUSH_TIMEOUT_NS,
                  passthrough: Iterable[str] = (), groups: Optional[Mapping[str, str]] = None,
                  page_sizes: Iterable[int] = (PAGE_4K, PAGE_2M, PAGE_1G),
-                 address_width: Optional[int] = None):
+                 address_width: Optional[int] = None, queued_invalidation: bool = False):
         if invalidation not in INVALIDATION_POLICIES:
             raise ValueError(f"invalidation must be one of {INVALIDATION_POLICIES}, "
                              f"not {invalidation!r}")
@@ -132,6 +134,7 @@ class OSModel:
         self.groups = {platform.device(d).name: g for d, g in (groups or {}).items()}
         self.page_sizes = tuple(sorted(set(page_sizes) | {PAGE_4K}))
         self.address_width = address_width
+        self.queued_invalidation = queued_invalidation
         self.devices: dict[str, DeviceState] = {}
         self.domains: list[DomainState] = []
         self._group_domains: dict[str, DomainState] = {}
@@ -158,6 +161,8 @@ class OSModel:
         if unit is None:
             return DeviceState(info.name, info, None, None)
         if not unit.enabled:
+            if self.queued_invalidation and unit.caps.qi and not unit.queued_invalidation:
+                unit.enable_queued_invalidation()
             unit.enable()
         if info.name in self.passthrough and unit.caps.pt:
             unit.attach(info.source_id, passthrough=True)

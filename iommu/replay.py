@@ -1008,7 +1008,8 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
            page_sizes=(PAGE_4K, PAGE_2M, PAGE_1G), passthrough: Iterable[str] = (),
            groups: Optional[Mapping[str, str]] = None, progress: bool = False,
            seed: int = 1, trace_options: Optional[dict] = None,
-           psc_entries: Optional[int] = None) -> ReplayReport:
+           psc_entries: Optional[int] = None,
+           queued_invalidation: bool = False) -> ReplayReport:
     """Replay ``trace`` (a path; None: the bundled sample on the bundled sample platform).
 
     ``dmar``: a platform file (see `Platform.load`), a `Dmar`, a `Platform`, or None for
@@ -1033,7 +1034,7 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
     page_sizes = parse_page_sizes(page_sizes)
     r = Replayer(platform, invalidation=invalidation, flush_threshold=flush_threshold,
                  flush_timeout_ns=flush_timeout_ns, passthrough=passthrough, groups=groups,
-                 page_sizes=page_sizes)
+                 page_sizes=page_sizes, queued_invalidation=queued_invalidation)
     unit0 = platform.units[0].unit if platform.units else None
     settings = {
         "invalidation": invalidation, "flush_threshold": flush_threshold,
@@ -1041,6 +1042,7 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
         "iotlb_entries": unit0.config.iotlb_entries if unit0 else iotlb_entries,
         "context_entries": unit0.config.context_entries if unit0 else context_entries,
         "psc_entries": unit0.config.psc_entries if unit0 else psc_entries,
+        "queued_invalidation": queued_invalidation,
         "policy": policy or "lru", "page_sizes": list(page_sizes),
         "access_model": None if model is None else
         f"{model.name}:{model.burst}" + ("" if model.at == "map" else f"@{model.at}"),

@@ -57,6 +57,9 @@ def _add_platform_options(p) -> None:
     o.add_argument("--flush-timeout-ns", type=int, default=DEFAULT_FLUSH_TIMEOUT_NS,
                    metavar="T", help=f"lazy: trace time after the first pending unmap before "
                                      f"the flush (default {DEFAULT_FLUSH_TIMEOUT_NS})")
+    o.add_argument("--queued-invalidation", action="store_true",
+                   help="invalidate through the units' invalidation queues (descriptors and "
+                        "wait descriptors, as Linux does) instead of their registers")
     o.add_argument("--passthrough", action="append", metavar="PCI[,PCI...]",
                    help="devices attached in pass-through (identity, no tables)")
     t = p.add_argument_group("trace")
@@ -128,6 +131,7 @@ def _common(args) -> dict:
         "context_entries": args.context_entries,
         "engine": args.engine,
         "psc_entries": args.psc_entries,
+        "queued_invalidation": args.queued_invalidation,
         "flush_threshold": args.flush_threshold,
         "flush_timeout_ns": args.flush_timeout_ns,
         "passthrough": _names(args.passthrough),

@@ -105,3 +105,29 @@ def test_paging_structure_cache_option_cuts_reads_per_walk(tmp_path, capsys):
     assert b["paging_structure_cache"]["hits"] > 0 and b["settings"]["psc_entries"] == 32
     assert b["totals"]["memory_reads_per_walk"] < a["totals"]["memory_reads_per_walk"]
     assert b["totals"]["faults_by_code"] == a["totals"]["faults_by_code"]  # same answers
+
+
+def test_queued_invalidation_gives_the_same_answers(tmp_path):
+    from iommu.replay import replay
+
+    plain = replay(None, invalidation="strict")
+    queued = replay(None, invalidation="strict", queued_invalidation=True)
+    for key in ("faults_by_code", "stale_accesses", "iotlb_hits", "walks", "invalidations"):
+        assert queued.totals[key] == plain.totals[key], key
+    assert queued.settings["queued_invalidation"] is True
+    out = tmp_path / "q.json"
+    assert main(["replay", "--queued-invalidation", "--json", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["settings"]["queued_invalidation"] is True
+
+
+def test_os_model_uses_the_queue_when_asked():
+    from iommu.os_model import OSModel
+    from iommu.platform import Platform
+
+    os_model = OSModel(Platform.sample(), "strict", queued_invalidation=True)
+    iova = os_model.map("0000:03:00.0", None, 0x1_0000_0000, 4096, "rw")
+    os_model.unmap("0000:03:00.0", iova, 4096)
+    unit = os_model.device("0000:03:00.0").unit
+    assert unit.queued_invalidation
+    assert unit.registers.queue.processed["iotlb"] >= 1
+    assert unit.registers.queue.processed["invalidation_wait"] >= 1
