@@ -244,9 +244,12 @@ class RegisterFile:
             self.queue.disable()
         if value & GCMD_SRTP:
             rtaddr = self.storage[RTADDR]
-            if rtaddr >> 10 & 3:
+            ttm = rtaddr >> 10 & 3
+            if ttm:
+                mode = {1: "scalable mode", 2: "a reserved mode", 3: "abort-DMA mode"}[ttm]
                 raise NotImplementedError(
-                    "RTADDR.TTM selects scalable mode, which this model does not implement yet"
+                    f"RTADDR.TTM={ttm:02b} selects {mode}; this model translates in legacy "
+                    "mode (TTM=00) only"
                 )
             self.latched_root = rtaddr & ~0xFFF & _M64
             self.engine.set_root_table(self.latched_root)
