@@ -33,6 +33,17 @@ def _ints(text: str) -> list:
     return vals
 
 
+def _sizes(text: str) -> list:
+    """Comma-separated cache sizes, 0 allowed (no cache)."""
+    try:
+        vals = [int(x, 0) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"want sizes >= 0, got {text!r}")
+    return vals
+
+
 def _add_platform_options(p) -> None:
     g = p.add_argument_group("platform")
     g.add_argument("--dmar", metavar="FILE",
@@ -46,8 +57,9 @@ def _add_platform_options(p) -> None:
                         "PCI name and its secondary (and subordinate) bus, hex")
     g.add_argument("--context-entries", type=int, metavar="N",
                    help="context-cache entries per unit (default 64)")
-    g.add_argument("--psc-entries", type=int, metavar="N",
-                   help="paging-structure cache entries per unit (default 0: none)")
+    g.add_argument("--psc-entries", type=_sizes, metavar="N[,N...]",
+                   help="paging-structure cache entries per unit (default 0: none; sweep: "
+                        "several sizes, one point each)")
     g.add_argument("--engine", choices=("c", "python"),
                    help="translation engine (default: C when built)")
     o = p.add_argument_group("operating system")
@@ -158,6 +170,10 @@ def replay_command(args) -> int:
 
     try:
         opts = _common(args)
+        psc = opts.pop("psc_entries")
+        if psc is not None and len(psc) != 1:
+            raise ValueError("--psc-entries takes one size for a replay (several for a sweep)")
+        opts["psc_entries"] = psc[0] if psc else None
         report = replay(args.trace, iotlb_entries=args.iotlb_entries, policy=args.policy,
                         invalidation=args.invalidation, page_sizes=args.page_sizes,
                         progress=not args.no_progress, **opts)
@@ -185,6 +201,7 @@ def sweep_command(args) -> int:
     try:
         opts = _common(args)
         opts["context_entries"] = [opts.pop("context_entries")]
+        opts["psc_entries"] = opts.pop("psc_entries") or [None]
         rows = sweep(args.trace, iotlb_entries=args.iotlb_entries,
                      policies=_names([args.policy]), invalidations=_names([args.invalidation]),
                      page_sizes=_names([args.page_sizes]), workers=args.workers,

@@ -82,3 +82,14 @@ def test_points_and_bad_knobs():
     with pytest.raises(ValueError):
         points([1], ["mru"])
     assert main(["sweep", "nonexistent.csv", "--workers", "1"]) == 2
+
+
+def test_paging_structure_cache_sizes_are_a_knob():
+    from iommu.replay import sample_trace_path
+    from iommu.sweep import sweep
+
+    rows = sweep(sample_trace_path(), [64], psc_entries=[0, 32], workers=1)
+    assert [r["psc_entries"] for r in rows] == [0, 32]
+    assert rows[0]["psc_hit_rate"] is None and rows[1]["psc_hit_rate"] > 0
+    assert rows[1]["memory_reads_per_walk"] < rows[0]["memory_reads_per_walk"]
+    assert rows[0]["faults"] == rows[1]["faults"]
