@@ -277,10 +277,12 @@ typedef struct {
 } cache_link;
 
 typedef struct {
-    uint32_t size, used, nfree, policy;
+    uint32_t size, used, policy;
+    uint32_t ways, nsets;  /* set k owns slots k*ways .. k*ways + ways - 1 */
     uint64_t rng;
-    uint32_t *free_stack;
-    cache_link *link;  /* size + 1 links; index `size` is the list head */
+    uint32_t *free_stack;  /* per set: its free slots, a stack at free_stack[k*ways] */
+    uint32_t *set_nfree;   /* per set: how many free slots its stack holds */
+    cache_link *link;  /* size + nsets links; index `size + k` is set k's list head */
     uint64_t *key_a;
     uint32_t *key_b;
     uint8_t *valid;
@@ -308,10 +310,15 @@ static inline uint64_t cache_home(const slot_cache *c, uint64_t a, uint32_t b)
     return x >> (64u - c->hbits);
 }
 
-static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t seed)
+static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t seed,
+                      uint32_t ways)
 {
     memset(c, 0, sizeof *c);
+    if (ways == 0 || ways > size || size % ways)
+        ways = size;  /* fully associative */
     c->size = size;
+    c->ways = ways;
+    c->nsets = ways ? size / ways : 1;
     c->policy = policy;
     c->rng = seed ? seed : 1;
     c->hbits = 1;
@@ -320,18 +327,22 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
         c->hbits++;
     c->hmask = (1ull << c->hbits) - 1;
     c->free_stack = malloc(((size_t)size + 1) * sizeof *c->free_stack);
-    c->link = malloc(((size_t)size + 1) * sizeof *c->link);
+    c->set_nfree = calloc((size_t)c->nsets, sizeof *c->set_nfree);
+    c->link = malloc(((size_t)size + c->nsets) * sizeof *c->link);
     c->key_a = calloc((size_t)size + 1, sizeof *c->key_a);
     c->key_b = calloc((size_t)size + 1, sizeof *c->key_b);
     c->valid = calloc((size_t)size + 1, 1);
     c->cells = malloc((size_t)(c->hmask + 1) * sizeof *c->cells);
-    if (!c->free_stack || !c->link || !c->key_a || !c->key_b || !c->valid ||
-        !c->cells)
+    if (!c->free_stack || !c->set_nfree || !c->link || !c->key_a || !c->key_b ||
+        !c->valid || !c->cells)
         return -1;
-    for (uint32_t k = 0; k < size; k++)  /* pop order: slot 0 first */
-        c->free_stack[k] = size - 1 - k;
-    c->nfree = size;
-    c->link[size].prev = c->link[size].next = (int32_t)size;
+    for (uint32_t set = 0; set < c->nsets; set++) {
+        uint32_t base = set * ways;
+        for (uint32_t k = 0; k < ways; k++)  /* pop order: the set's lowest slot first */
+            c->free_stack[base + k] = base + ways - 1 - k;
+        c->set_nfree[set] = ways;
+        c->link[size + set].prev = c->link[size + set].next = (int32_t)(size + set);
+    }
     for (uint64_t i = 0; i <= c->hmask; i++)
         c->cells[i].slot = -1;
     return 0;
@@ -340,11 +351,18 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
 static void cache_release(slot_cache *c)
 {
     free(c->free_stack);
+    free(c->set_nfree);
     free(c->link);
     free(c->key_a);
     free(c->key_b);
     free(c->valid);
     free(c->cells);
+}
+
+/* The list head of the set slot `s` belongs to (no division when fully associative). */
+static inline uint32_t cache_head(const slot_cache *c, int32_t s)
+{
+    return c->nsets == 1 ? c->size : c->size + (uint32_t)s / c->ways;
 }
 
 static inline void list_unlink(slot_cache *c, int32_t s)
@@ -358,7 +376,7 @@ static inline void list_unlink(slot_cache *c, int32_t s)
 static inline void list_append(slot_cache *c, int32_t s)
 {
     cache_link *l = c->link;
-    int32_t head = (int32_t)c->size, tail = l[head].prev;
+    int32_t head = (int32_t)cache_head(c, s), tail = l[head].prev;
     l[s].prev = tail;
     l[s].next = head;
     l[tail].next = s;
@@ -392,7 +410,7 @@ static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
         c->last_a = a;
         c->last_b = b;
     }
-    if (c->policy == POLICY_LRU && c->link[c->size].prev != s) {
+    if (c->policy == POLICY_LRU && c->link[cache_head(c, s)].prev != s) {
         list_unlink(c, s);  /* LRU: most recently used goes last */
         list_append(c, s);
     }
@@ -434,22 +452,27 @@ static HOT_INLINE void hash_insert(slot_cache *c, uint64_t a, uint32_t b, int32_
     c->cells[i].slot = slot;
 }
 
-/* Take a slot for a new key: a free one, else the policy's victim (*evicted set; the
- * victim's value is still in the caller's array). -1 when the cache has no slots. */
-static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, int *evicted)
+/* Take a slot of set `set` for a new key: a free one, else the policy's victim in the
+ * set (*evicted set; the victim's value is still in the caller's array). -1 when the
+ * cache has no slots. */
+static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, uint32_t set,
+                                       int *evicted)
 {
     int32_t s;
     *evicted = 0;
     if (c->size == 0)
         return -1;
-    if (c->nfree) {
-        s = (int32_t)c->free_stack[--c->nfree];
+    if (set >= c->nsets)
+        set = 0;  /* callers pass a set below nsets; stay inside the arrays regardless */
+    uint32_t base = set * c->ways;
+    if (c->set_nfree[set]) {
+        s = (int32_t)c->free_stack[base + --c->set_nfree[set]];
     } else {
         if (c->policy == POLICY_RANDOM) {
             c->rng = rng_next(c->rng);
-            s = (int32_t)(c->rng % c->size);
+            s = (int32_t)(base + c->rng % c->ways);
         } else {
-            s = c->link[c->size].next;  /* the oldest in the list */
+            s = c->link[c->size + set].next;  /* the oldest in the set's list */
         }
         *evicted = 1;
         if (c->last == s)
@@ -477,7 +500,8 @@ static void cache_remove_slot(slot_cache *c, int32_t s)
     c->valid[s] = 0;
     c->key_a[s] = 0;
     c->key_b[s] = 0;
-    c->free_stack[c->nfree++] = (uint32_t)s;
+    uint32_t set = (uint32_t)s / c->ways;
+    c->free_stack[set * c->ways + c->set_nfree[set]++] = (uint32_t)s;
     c->used--;
 }
 
@@ -596,11 +620,13 @@ iommu_unit *unit_new(const iommu_config *cfg, iommu_mem *mem)
     /* Context entry (legacy, spec 9.3): low 11:4 and 63:HAW; high 7 and 63:24. */
     u->context_reserved_lo = 0xFF0ull | ~((1ull << haw) - 1);
     u->context_reserved_hi = 0x80ull | ~((1ull << 24) - 1);
-    int bad = cache_init(&u->context_cache, cfg->context_entries, cfg->policy, cfg->seed);
-    bad |= cache_init(&u->iotlb, cfg->iotlb_entries, cfg->policy, cfg->seed ^ 0x5DEECE66Dull);
+    int bad = cache_init(&u->context_cache, cfg->context_entries, cfg->policy, cfg->seed, 0);
+    bad |= cache_init(&u->iotlb, cfg->iotlb_entries, cfg->policy, cfg->seed ^ 0x5DEECE66Dull,
+                      cfg->iotlb_ways);
     u->context_values = calloc((size_t)cfg->context_entries + 1, sizeof *u->context_values);
     u->iotlb_values = calloc((size_t)cfg->iotlb_entries + 1, sizeof *u->iotlb_values);
-    bad |= cache_init(&u->psc, cfg->psc_entries, cfg->policy, cfg->seed ^ 0x2545F4914F6CDD1Dull);
+    bad |= cache_init(&u->psc, cfg->psc_entries, cfg->policy, cfg->seed ^ 0x2545F4914F6CDD1Dull,
+                      0);
     u->psc_values = calloc((size_t)cfg->psc_entries + 1, sizeof *u->psc_values);
     if (bad || !u->context_values || !u->iotlb_values || !u->psc_values) {
         unit_free(u);
@@ -761,7 +787,7 @@ static void psc_fill(iommu_unit *u, uint32_t did, uint32_t level, uint64_t iova,
         return;
     uint64_t vpn = iova >> level_shift(level);
     int evicted;
-    int32_t s = cache_insert(&u->psc, vpn, psc_tag(did, level), &evicted);
+    int32_t s = cache_insert(&u->psc, vpn, psc_tag(did, level), 0, &evicted);
     psc_entry *e = &u->psc_values[s];
     if (evicted) {
         u->counters.psc_evictions++;
@@ -803,7 +829,10 @@ static HOT_INLINE void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, co
         return;
     uint64_t vpn = iova >> level_shift(leaf->level);
     int evicted;
-    int32_t s = cache_insert(&u->iotlb, vpn, iotlb_tag(did, leaf->level), &evicted);
+    /* Set-associative IOTLBs index their sets by the low bits of the page number. */
+    uint32_t nsets = u->iotlb.nsets;
+    int32_t s = cache_insert(&u->iotlb, vpn, iotlb_tag(did, leaf->level),
+                             nsets == 1 ? 0 : (uint32_t)(vpn % nsets), &evicted);
     iotlb_entry *e = &u->iotlb_values[s];
     if (evicted) {
         h->iotlb_evictions++;
@@ -1074,7 +1103,7 @@ static HOT_INLINE void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uin
             return;
         }
         int evicted;
-        s = cache_insert(&u->context_cache, sid, 0, &evicted);
+        s = cache_insert(&u->context_cache, sid, 0, 0, &evicted);
         if (evicted)
             u->counters.context_evictions++;
         if (s >= 0) {
@@ -1138,6 +1167,7 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
     cache_link *const link = tlb->link;
     const int32_t head = (int32_t)tlb->size;
     const int lru = tlb->policy == POLICY_LRU;
+    const int one_set = tlb->nsets == 1;  /* the fast path keeps one list's tail in mru */
     const iotlb_entry *const values = u->iotlb_values;
     const uint64_t *const generation = u->mem->generation;
     const int track_stale = u->cfg.track_stale != 0;
@@ -1174,7 +1204,7 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
                 if (s >= 0) {
                     const iotlb_entry *e = &values[s];
                     uint64_t gen = *generation;
-                    if ((iotlb_perm(e) & (access & ACCESS_WRITE ? SL_W : SL_R)) &&
+                    if (one_set && (iotlb_perm(e) & (access & ACCESS_WRITE ? SL_W : SL_R)) &&
                         (!track_stale || (e->gen == gen && fast_ctx->gen == gen))) {
                         tlb->last = s;
                         tlb->last_a = vpn;

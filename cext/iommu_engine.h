@@ -27,6 +27,7 @@ typedef struct {
     uint32_t collapse_faults;  /* drop a fault whose source id already has one pending */
     uint32_t track_stale;      /* compare cache-served results with the tables */
     uint32_t psc_entries;      /* paging-structure cache slots (0: none) */
+    uint32_t iotlb_ways;       /* IOTLB associativity (0: fully associative) */
 } iommu_config;
 
 typedef struct {

@@ -41,6 +41,7 @@ class EngineConfig:
     mamv: int = 9
     context_entries: int = 64
     iotlb_entries: int = 512
+    iotlb_ways: int = 0  # IOTLB associativity (0: fully associative)
     policy: int = 0
     seed: int = 1
     collapse_faults: int = 0

@@ -95,53 +95,65 @@ def rng_next(state: int) -> int:
 
 
 class SlotCache:
-    """A fully associative cache of ``size`` slots with LRU, FIFO or random replacement.
+    """A cache of ``size`` slots in sets of ``ways`` (fully associative by default) with
+    LRU, FIFO or random replacement within a set.
 
-    Free slots are a stack (lowest slot first at start; freed slots pushed in slot
-    order); LRU and FIFO evict the oldest in ``order``; random evicts slot
-    ``rng % size``. The C engine follows the same rules, so contents stay equal.
+    Set ``k`` owns slots ``k*ways`` to ``k*ways + ways - 1``. Each set keeps its free slots
+    as a stack (its lowest slot first at start; freed slots pushed in slot order) and its
+    occupied slots oldest first; LRU and FIFO evict the oldest of the set, random evicts
+    slot ``set*ways + rng % ways``. The C engine follows the same rules, so contents stay
+    equal. A ``ways`` that does not divide ``size`` means fully associative.
     """
 
-    __slots__ = ("size", "policy", "rng", "index", "keys", "values", "order", "free")
+    __slots__ = ("size", "ways", "nsets", "policy", "rng", "index", "keys", "values",
+                 "orders", "free")
 
-    def __init__(self, size: int, policy: int, seed: int):
+    def __init__(self, size: int, policy: int, seed: int, ways: int = 0):
+        if ways <= 0 or ways > size or size % ways:
+            ways = size
         self.size = size
+        self.ways = ways
+        self.nsets = size // ways if ways else 1
         self.policy = policy
         self.rng = seed or 1
         self.index: dict = {}
         self.keys: list = [None] * size
         self.values: list = [None] * size
-        self.order: OrderedDict = OrderedDict()
-        self.free = list(range(size - 1, -1, -1))
+        self.orders = [OrderedDict() for _ in range(self.nsets)]
+        self.free = [list(range(base + ways - 1, base - 1, -1))
+                     for base in range(0, size, ways)] if size else [[]]
 
     def lookup(self, key):
         slot = self.index.get(key)
         if slot is None:
             return None
         if self.policy == POLICY_LRU:
-            self.order.move_to_end(slot)
+            self.orders[slot // self.ways].move_to_end(slot)
         return self.values[slot]
 
-    def insert(self, key, value):
-        """Fill a slot; returns the valid entry that was evicted to make room, or None."""
+    def insert(self, key, value, set_index: int = 0):
+        """Fill a slot of set ``set_index``; returns the valid entry evicted to make room,
+        or None."""
         if self.size == 0:
             return None
         evicted = None
-        if self.free:
-            slot = self.free.pop()
+        free = self.free[set_index]
+        order = self.orders[set_index]
+        if free:
+            slot = free.pop()
         else:
             if self.policy == POLICY_RANDOM:
                 self.rng = rng_next(self.rng)
-                slot = self.rng % self.size
+                slot = set_index * self.ways + self.rng % self.ways
             else:
-                slot = next(iter(self.order))
+                slot = next(iter(order))
             evicted = self.values[slot]
             del self.index[self.keys[slot]]
-            del self.order[slot]
+            del order[slot]
         self.keys[slot] = key
         self.values[slot] = value
         self.index[key] = slot
-        self.order[slot] = None
+        order[slot] = None
         return evicted
 
     def remove_where(self, predicate) -> int:
@@ -150,10 +162,10 @@ class SlotCache:
             value = self.values[slot]
             if value is not None and predicate(value):
                 del self.index[self.keys[slot]]
-                del self.order[slot]
+                del self.orders[slot // self.ways][slot]
                 self.keys[slot] = None
                 self.values[slot] = None
-                self.free.append(slot)
+                self.free[slot // self.ways].append(slot)
                 removed += 1
         return removed
 
@@ -229,7 +241,8 @@ class PythonEngine:
         self.root_table = 0
         self.enabled = False
         self.context_cache = SlotCache(config.context_entries, config.policy, config.seed)
-        self.iotlb = SlotCache(config.iotlb_entries, config.policy, config.seed ^ 0x5DEECE66D)
+        self.iotlb = SlotCache(config.iotlb_entries, config.policy, config.seed ^ 0x5DEECE66D,
+                               config.iotlb_ways)
         self._iotlb_level_count = [0, 0, 0, 0]  # valid IOTLB entries per leaf level (1..3)
         self.psc = SlotCache(config.psc_entries, config.policy, config.seed ^ 0x2545F4914F6CDD1D)
         self._psc_level_count = [0] * 6  # valid paging-structure entries per level (2..5)
@@ -382,7 +395,8 @@ class PythonEngine:
             return
         vpn = iova >> _level_shift(level)
         entry = IotlbEntry(did, pasid, level, vpn, base, perm, snp, tm, self.memory.generation)
-        evicted = self.iotlb.insert((did, pasid, level, vpn), entry)
+        # Set-associative IOTLBs index their sets by the low bits of the page number.
+        evicted = self.iotlb.insert((did, pasid, level, vpn), entry, vpn % self.iotlb.nsets)
         if evicted is not None:
             self.counters.iotlb_evictions += 1
             self._iotlb_level_count[evicted.level] -= 1

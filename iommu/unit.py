@@ -135,6 +135,8 @@ class RemappingUnit:
     device-TLB, snoop control, queued invalidation, interrupt remapping, 16-bit domain
     ids) or from raw ``cap=``/``ecap=`` register values. Cache options: sizes (context
     cache, IOTLB, and a paging-structure cache of non-leaf entries, off by default),
+    IOTLB associativity ``iotlb_ways`` (sets indexed by the low bits of the page number;
+    0, the default, means fully associative),
     replacement ``policy`` ("lru", "fifo", "random") and ``seed``.
     """
 
@@ -154,6 +156,7 @@ class RemappingUnit:
         domain_id_bits: int = 16,
         context_cache_entries: int = 64,
         iotlb_entries: int = 512,
+        iotlb_ways: int = 0,
         paging_structure_cache_entries: int = 0,
         policy: str = "lru",
         seed: int = 1,
@@ -182,6 +185,8 @@ class RemappingUnit:
                 dt=int(device_tlb),
                 sc=int(snoop_control),
             )
+        if iotlb_ways and (iotlb_ways < 0 or iotlb_entries % iotlb_ways):
+            raise ValueError("iotlb_ways must divide iotlb_entries (0: fully associative)")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {sorted(POLICIES)}")
         self.memory = memory
@@ -208,6 +213,7 @@ class RemappingUnit:
             collapse_faults=int(collapse_faults),
             track_stale=int(track_stale),
             psc_entries=paging_structure_cache_entries,
+            iotlb_ways=iotlb_ways,
         )
         self.engine_name = _engine.resolve(engine)
         self.engine = _make_engine(self.engine_name, memory, self.config)

@@ -189,3 +189,28 @@ def test_occupancy_never_exceeds_size(policy):
     _, unit, _ = setup(iotlb_entries=5, context_cache_entries=1, policy=policy)
     hits(unit, [i % 13 for i in range(100)])
     assert unit.cache_occupancy() == {"context": 1, "iotlb": 5, "psc": 0}
+
+
+def test_set_associative_iotlb_conflicts_within_a_set():
+    # 8 entries in 4 sets of 2: pages 0, 4, 8 all index set 0.
+    _, unit, _ = setup(iotlb_entries=8, iotlb_ways=2)
+    hits(unit, [0, 4, 8])  # the third evicts page 0 although six slots are free
+    assert unit.counters["iotlb_evictions"] == 1
+    assert hits(unit, [4, 8, 0]) == [True, True, False]
+    assert unit.cache_occupancy()["iotlb"] == 2
+    hits(unit, [1, 2, 3])  # the other sets fill without evictions
+    assert unit.cache_occupancy()["iotlb"] == 5
+
+
+def test_fully_associative_is_the_default_and_one_way_is_direct_mapped():
+    _, unit, _ = setup(iotlb_entries=8)
+    hits(unit, [0, 4, 8])
+    assert unit.counters["iotlb_evictions"] == 0
+    _, direct, _ = setup(iotlb_entries=4, iotlb_ways=1)
+    hits(direct, [0, 4])
+    assert hits(direct, [0]) == [False]
+
+
+def test_ways_must_divide_entries():
+    with pytest.raises(ValueError):
+        RemappingUnit(PhysicalMemory(), iotlb_entries=10, iotlb_ways=4)
