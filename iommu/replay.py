@@ -974,7 +974,8 @@ def make_platform(dmar=None, devices: Iterable[str] = (), bridges: Optional[Mapp
                   *, sample: bool = False, iotlb_entries: Optional[int] = None,
                   context_entries: Optional[int] = None, policy: Optional[str] = None,
                   engine: Optional[str] = None, seed: int = 1,
-                  psc_entries: Optional[int] = None) -> Platform:
+                  psc_entries: Optional[int] = None,
+                  iotlb_ways: Optional[int] = None) -> Platform:
     """The platform a replay runs on: ``dmar`` (a path, a `Dmar` or a `Platform`), the
     bundled sample (``sample=True``), or the contract's default."""
     if isinstance(dmar, Platform):
@@ -986,6 +987,8 @@ def make_platform(dmar=None, devices: Iterable[str] = (), bridges: Optional[Mapp
         opts["context_cache_entries"] = context_entries
     if psc_entries is not None:
         opts["paging_structure_cache_entries"] = psc_entries
+    if iotlb_ways is not None:
+        opts["iotlb_ways"] = iotlb_ways
     if policy is not None:
         opts["policy"] = policy
     if engine is not None:
@@ -1009,7 +1012,8 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
            groups: Optional[Mapping[str, str]] = None, progress: bool = False,
            seed: int = 1, trace_options: Optional[dict] = None,
            psc_entries: Optional[int] = None,
-           queued_invalidation: bool = False) -> ReplayReport:
+           queued_invalidation: bool = False,
+           iotlb_ways: Optional[int] = None) -> ReplayReport:
     """Replay ``trace`` (a path; None: the bundled sample on the bundled sample platform).
 
     ``dmar``: a platform file (see `Platform.load`), a `Dmar`, a `Platform`, or None for
@@ -1030,7 +1034,8 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
         model = None
     platform = make_platform(dmar, devices, bridges, sample=sample and dmar is None,
                              iotlb_entries=iotlb_entries, context_entries=context_entries,
-                             policy=policy, engine=engine, seed=seed, psc_entries=psc_entries)
+                             policy=policy, engine=engine, seed=seed, psc_entries=psc_entries,
+                             iotlb_ways=iotlb_ways)
     page_sizes = parse_page_sizes(page_sizes)
     r = Replayer(platform, invalidation=invalidation, flush_threshold=flush_threshold,
                  flush_timeout_ns=flush_timeout_ns, passthrough=passthrough, groups=groups,
@@ -1042,6 +1047,7 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
         "iotlb_entries": unit0.config.iotlb_entries if unit0 else iotlb_entries,
         "context_entries": unit0.config.context_entries if unit0 else context_entries,
         "psc_entries": unit0.config.psc_entries if unit0 else psc_entries,
+        "iotlb_ways": unit0.config.iotlb_ways if unit0 else iotlb_ways,
         "queued_invalidation": queued_invalidation,
         "policy": policy or "lru", "page_sizes": list(page_sizes),
         "access_model": None if model is None else

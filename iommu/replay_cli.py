@@ -60,6 +60,9 @@ def _add_platform_options(p) -> None:
     g.add_argument("--psc-entries", type=_sizes, metavar="N[,N...]",
                    help="paging-structure cache entries per unit (default 0: none; sweep: "
                         "several sizes, one point each)")
+    g.add_argument("--iotlb-ways", type=_sizes, metavar="W[,W...]",
+                   help="IOTLB associativity (default 0: fully associative; sweep: several, "
+                        "one point each where they divide the IOTLB size)")
     g.add_argument("--engine", choices=("c", "python"),
                    help="translation engine (default: C when built)")
     o = p.add_argument_group("operating system")
@@ -144,6 +147,7 @@ def _common(args) -> dict:
         "engine": args.engine,
         "psc_entries": args.psc_entries,
         "queued_invalidation": args.queued_invalidation,
+        "iotlb_ways": args.iotlb_ways,
         "flush_threshold": args.flush_threshold,
         "flush_timeout_ns": args.flush_timeout_ns,
         "passthrough": _names(args.passthrough),
@@ -174,6 +178,10 @@ def replay_command(args) -> int:
         if psc is not None and len(psc) != 1:
             raise ValueError("--psc-entries takes one size for a replay (several for a sweep)")
         opts["psc_entries"] = psc[0] if psc else None
+        ways = opts.pop("iotlb_ways")
+        if ways is not None and len(ways) != 1:
+            raise ValueError("--iotlb-ways takes one value for a replay (several for a sweep)")
+        opts["iotlb_ways"] = ways[0] if ways else None
         report = replay(args.trace, iotlb_entries=args.iotlb_entries, policy=args.policy,
                         invalidation=args.invalidation, page_sizes=args.page_sizes,
                         progress=not args.no_progress, **opts)
@@ -202,6 +210,7 @@ def sweep_command(args) -> int:
         opts = _common(args)
         opts["context_entries"] = [opts.pop("context_entries")]
         opts["psc_entries"] = opts.pop("psc_entries") or [None]
+        opts["iotlb_ways"] = opts.pop("iotlb_ways") or [None]
         rows = sweep(args.trace, iotlb_entries=args.iotlb_entries,
                      policies=_names([args.policy]), invalidations=_names([args.invalidation]),
                      page_sizes=_names([args.page_sizes]), workers=args.workers,

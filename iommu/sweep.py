@@ -23,7 +23,7 @@ RESULT_KEYS = (
     "stale_accesses", "stale_bytes", "stale_windows", "stale_window_max_ns", "psc_hit_rate",
 )
 SETTING_KEYS = ("iotlb_entries", "policy", "invalidation", "page_sizes", "context_entries",
-                "psc_entries")
+                "psc_entries", "iotlb_ways")
 
 
 class SweepError(RuntimeError):
@@ -37,7 +37,8 @@ def run_point(trace: str, settings: dict, options: dict) -> dict:
     report = replay(trace, iotlb_entries=settings["iotlb_entries"], policy=settings["policy"],
                     invalidation=settings["invalidation"], page_sizes=settings["page_sizes"],
                     context_entries=settings.get("context_entries"),
-                    psc_entries=settings.get("psc_entries"), progress=False, **options)
+                    psc_entries=settings.get("psc_entries"),
+                    iotlb_ways=settings.get("iotlb_ways"), progress=False, **options)
     row = dict(settings)
     t = {**report.totals, "psc_hit_rate": report.paging_structure_cache.get("hit_rate")}
     for k in RESULT_KEYS:
@@ -51,7 +52,8 @@ def run_point(trace: str, settings: dict, options: dict) -> dict:
 def points(iotlb_entries: Iterable[int], policies: Iterable[str] = ("lru",),
            invalidations: Iterable[str] = ("strict",), page_sizes: Iterable[str] = ("1g",),
            context_entries: Iterable[Optional[int]] = (None,),
-           psc_entries: Iterable[Optional[int]] = (None,)) -> list:
+           psc_entries: Iterable[Optional[int]] = (None,),
+           iotlb_ways: Iterable[Optional[int]] = (None,)) -> list:
     """Every combination of the knobs, as settings dicts (IOTLB size varying fastest)."""
     for p in policies:
         if p not in ("lru", "fifo", "random"):
@@ -63,10 +65,14 @@ def points(iotlb_entries: Iterable[int], policies: Iterable[str] = ("lru",),
         if s not in ("4k", "2m", "1g"):
             raise ValueError(f"page sizes {s!r}: want 4k, 2m or 1g")
     out = []
-    for pol, inv, ps, ce, pe, n in itertools.product(policies, invalidations, page_sizes,
-                                                     context_entries, psc_entries, iotlb_entries):
+    for pol, inv, ps, ce, pe, w, n in itertools.product(
+            policies, invalidations, page_sizes, context_entries, psc_entries, iotlb_ways,
+            iotlb_entries):
+        if w and n % w:
+            continue  # this associativity does not fit this IOTLB size
         out.append({"iotlb_entries": int(n), "policy": pol, "invalidation": inv,
-                    "page_sizes": ps, "context_entries": ce, "psc_entries": pe})
+                    "page_sizes": ps, "context_entries": ce, "psc_entries": pe,
+                    "iotlb_ways": w})
     return out
 
 
@@ -83,7 +89,7 @@ def _dask_executor(address: str):
 def sweep(trace, iotlb_entries: Sequence[int] = (8, 16, 32, 64, 128, 256, 512), *,
           policies: Sequence[str] = ("lru",), invalidations: Sequence[str] = ("strict",),
           page_sizes: Sequence[str] = ("1g",), context_entries: Sequence = (None,),
-          psc_entries: Sequence = (None,), workers: Optional[int] = None, scheduler=None, executor: Optional[Executor] = None,
+          psc_entries: Sequence = (None,), iotlb_ways: Sequence = (None,), workers: Optional[int] = None, scheduler=None, executor: Optional[Executor] = None,
           **options) -> list:
     """Replay ``trace`` once per combination of the knobs; returns one dict per point (its
     settings and the totals in `RESULT_KEYS`), in `points` order.
@@ -103,7 +109,7 @@ def sweep(trace, iotlb_entries: Sequence[int] = (8, 16, 32, 64, 128, 256, 512), 
     if options.get("dmar") is not None and isinstance(options["dmar"], (str, os.PathLike)):
         options["dmar"] = os.path.abspath(os.fspath(options["dmar"]))
     todo = points(iotlb_entries, policies, invalidations, page_sizes, context_entries,
-                  psc_entries)
+                  psc_entries, iotlb_ways)
     client = None
     own = False
     if executor is None and scheduler is not None:
@@ -160,13 +166,13 @@ def write_json(path, rows) -> None:
 
 
 def format_table(rows) -> str:
-    head = ("iotlb", "policy", "invalidation", "pages", "hit rate", "walks", "rd/walk",
+    head = ("iotlb", "ways", "policy", "invalidation", "pages", "hit rate", "walks", "rd/walk",
             "psc", "psc hit", "faults", "stale", "inval")
 
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}%"
 
-    body = [(str(r["iotlb_entries"]), r["policy"], r["invalidation"], r["page_sizes"],
+    body = [(str(r["iotlb_entries"]), str(r.get("iotlb_ways") or "full"), r["policy"], r["invalidation"], r["page_sizes"],
              pct(r["iotlb_hit_rate"]), str(r["walks"]),
              "-" if r["memory_reads_per_walk"] is None else f"{r['memory_reads_per_walk']:.2f}",
              str(r.get("psc_entries") or 0), pct(r.get("psc_hit_rate")), str(r["faults"]),
@@ -191,13 +197,13 @@ def write_plot(path, rows, title: Optional[str] = None) -> None:
     series: dict = {}
     for r in rows:
         key = (r["policy"], r["invalidation"], r["page_sizes"], r.get("context_entries"),
-               r.get("psc_entries"))
+               r.get("psc_entries"), r.get("iotlb_ways"))
         series.setdefault(key, []).append((r["iotlb_entries"], r["iotlb_hit_rate"] or 0.0))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (pol, inv, ps, ce, pe), pts in series.items():
+    for (pol, inv, ps, ce, pe, w), pts in series.items():
         pts.sort()
         label = f"{pol}, {inv}, pages≤{ps}" + (f", ctx {ce}" if ce else "") + (
-            f", psc {pe}" if pe else "")
+            f", psc {pe}" if pe else "") + (f", {w}-way" if w else "")
         ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("IOTLB entries")

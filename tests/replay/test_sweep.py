@@ -93,3 +93,16 @@ def test_paging_structure_cache_sizes_are_a_knob():
     assert rows[0]["psc_hit_rate"] is None and rows[1]["psc_hit_rate"] > 0
     assert rows[1]["memory_reads_per_walk"] < rows[0]["memory_reads_per_walk"]
     assert rows[0]["faults"] == rows[1]["faults"]
+
+
+def test_associativity_is_a_knob():
+    from iommu.replay import sample_trace_path
+    from iommu.sweep import sweep
+
+    rows = sweep(sample_trace_path(), [8, 12], iotlb_ways=[0, 1, 4], workers=1)
+    got = [(r["iotlb_entries"], r["iotlb_ways"]) for r in rows]
+    assert got == [(8, 0), (12, 0), (8, 1), (12, 1), (8, 4), (12, 4)]
+    by = {(r["iotlb_entries"], r["iotlb_ways"]): r["iotlb_hit_rate"] for r in rows}
+    assert by[(8, 1)] < by[(8, 0)]  # direct-mapped conflicts cost hits on this trace
+    rows = sweep(sample_trace_path(), [10], iotlb_ways=[4], workers=1)
+    assert rows == []  # 4 ways do not divide 10 entries: no such point
