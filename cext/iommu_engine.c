@@ -894,7 +894,11 @@ COLD static void fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t io
                   uint32_t access, uint32_t fpd, uint32_t flags, iommu_result *out)
 {
     u->counters.faults++;
-    if (!fpd && record_fault(u, reason, sid, iova, access)) {
+    /* A translation request that meets a not-present entry or lacks the right is answered
+     * with a completion granting nothing (R=W=0), not a recorded fault (spec 4.2.3). */
+    int answered = (access & ACCESS_TRANSLATION_REQUEST) &&
+                   (reason == FR_WRITE_NOT_PERMITTED || reason == FR_READ_NOT_PERMITTED);
+    if (!fpd && !answered && record_fault(u, reason, sid, iova, access)) {
         u->counters.faults_recorded++;
         flags |= FLAG_FAULT_RECORDED;
     }

@@ -443,7 +443,12 @@ class PythonEngine:
 
     def _fault(self, reason, sid, iova, access, fpd, flags):
         self.counters.faults += 1
-        if not fpd and self._record_fault(reason, sid, iova, access):
+        # A translation request that meets a not-present entry or lacks the right is
+        # answered with a completion granting nothing (R=W=0), not a recorded fault
+        # (spec 4.2.3); only the other conditions are recorded.
+        answered = access & ACCESS_TRANSLATION_REQUEST and reason in (
+            FR.WRITE_NOT_PERMITTED, FR.READ_NOT_PERMITTED)
+        if not fpd and not answered and self._record_fault(reason, sid, iova, access):
             self.counters.faults_recorded += 1
             flags |= FLAG_FAULT_RECORDED
         return int(reason), 0, 0, flags

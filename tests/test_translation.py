@@ -234,3 +234,16 @@ def test_batch_matches_single_calls():
     singles = [unit2.translate(s, a, write=bool(w)) for s, a, w in zip(sids, iovas, writes)]
     assert [int(r.fault or 0) for r in singles] == list(faults)
     assert unit.counters == unit2.counters
+
+
+def test_translation_request_without_rights_is_answered_not_recorded():
+    _, unit, dom = setup()
+    dom.map(0, 0x7000, 0x1000, write=False)
+    rewrite_context(unit, translation_type=TT_ALL)
+    r = unit.translate(SID, 0x10, write=True, request="translation")
+    assert r.fault is FaultReason.WRITE_NOT_PERMITTED and not r.fault_recorded
+    r = unit.translate(SID, 0x5000, request="translation")  # not mapped: R=W=0 completion
+    assert r.fault is FaultReason.READ_NOT_PERMITTED and not r.fault_recorded
+    assert unit.fault_records() == []
+    r = unit.translate(SID, 0x5000)  # the same address as ordinary DMA: recorded
+    assert r.fault_recorded and len(unit.fault_records()) == 1
