@@ -740,9 +740,13 @@ static HOT_INLINE uint32_t second_level_walk(iommu_unit *u, uint64_t slpt, uint3
         uint64_t entry = mem_read_u64_at_level(mem, addr, level);
         if (reads)
             (*reads)++;
-        /* The request's right at this level first (a not-present entry has neither). */
-        if (!(entry & need))
+        /* The request's right at this level first (a not-present entry has neither);
+         * where it stopped and that entry's R/W bits (0: not present) go to leaf. */
+        if (!(entry & need)) {
+            leaf->level = level;
+            leaf->perm = (uint32_t)(entry & (SL_R | SL_W));
             return write ? FR_WRITE_NOT_PERMITTED : FR_READ_NOT_PERMITTED;
+        }
         uint32_t ps = (entry & SL_PS) ? 1 : 0;
         if (entry & u->sl_reserved[level][ps])
             return FR_PAGING_ENTRY_RESERVED;
@@ -995,6 +999,12 @@ static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry
                                    psc_did);
     out->flags = (uint8_t)flags;
     if (f) {
+        if (u->cfg.cm && leaf.level && !leaf.perm) {
+            /* Caching mode (CAP.CM): a not-present entry may be cached too; software must
+             * invalidate after making it present (spec 6.1). */
+            walk_leaf none = {0, 1, 0, 0, 0, 0};
+            iotlb_fill(u, ctx->did, iova, &none, c);
+        }
         out->fault = (uint8_t)f;
         return;
     }

@@ -28,6 +28,7 @@ typedef struct {
     uint32_t track_stale;      /* compare cache-served results with the tables */
     uint32_t psc_entries;      /* paging-structure cache slots (0: none) */
     uint32_t iotlb_ways;       /* IOTLB associativity (0: fully associative) */
+    uint32_t cm;               /* CAP.CM: not-present second-level entries are cached too */
 } iommu_config;
 
 typedef struct {

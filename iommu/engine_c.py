@@ -13,7 +13,7 @@ from iommu.memory import PhysicalMemory
 _CONFIG_FIELDS = (
     "haw", "mgaw", "sagaw", "sllps", "dt", "pt", "sc", "domain_id_bits", "nfr", "psi",
     "mamv", "context_entries", "iotlb_entries", "policy", "seed", "collapse_faults",
-    "track_stale", "psc_entries", "iotlb_ways",
+    "track_stale", "psc_entries", "iotlb_ways", "cm",
 )
 
 

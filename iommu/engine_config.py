@@ -42,6 +42,7 @@ class EngineConfig:
     context_entries: int = 64
     iotlb_entries: int = 512
     iotlb_ways: int = 0  # IOTLB associativity (0: fully associative)
+    cm: int = 0  # CAP.CM caching mode: not-present second-level entries are cached too
     policy: int = 0
     seed: int = 1
     collapse_faults: int = 0

@@ -328,7 +328,9 @@ class PythonEngine:
     # -- second-level walk ------------------------------------------------------
     def _second_level_walk(self, slpt: int, levels: int, iova: int, write: int, count: bool,
                            perm: int = 7, psc_did: int | None = None):
-        """Walk from ``levels`` down (spec 3.6). Returns (fault, level, base, perm, snp, tm).
+        """Walk from ``levels`` down (spec 3.6). Returns (fault, level, base, perm, snp, tm);
+        for a permission fault, ``level`` is where it stopped and ``perm`` that entry's R/W
+        bits (0: not present).
 
         ``perm`` is the rights granted above the first table read (all, from the top);
         with ``psc_did`` every non-leaf entry passed is put in the paging-structure cache.
@@ -346,7 +348,8 @@ class PythonEngine:
                 self.counters.memory_reads += 1
             # The request's right at this level first (a not-present entry has neither).
             if not entry & need:
-                return (FR.WRITE_NOT_PERMITTED if write else FR.READ_NOT_PERMITTED), 0, 0, 0, 0, 0
+                fault = FR.WRITE_NOT_PERMITTED if write else FR.READ_NOT_PERMITTED
+                return fault, level, 0, entry & (SL_R | SL_W), 0, 0
             ps = 1 if entry & SL_PS else 0
             if entry & self._sl_reserved[level][ps]:
                 return FR.PAGING_ENTRY_RESERVED, 0, 0, 0, 0, 0
@@ -526,6 +529,10 @@ class PythonEngine:
         fault, level, base, perm, snp, tm = self._second_level_walk(
             table, levels, iova, write, True, perm, psc_did)
         if fault:
+            if self.config.cm and level and not perm:
+                # Caching mode (CAP.CM): a not-present entry may be cached too; software
+                # must invalidate after making it present (spec 6.1).
+                self._iotlb_fill(ctx.did, pasid, iova, 1, 0, 0, 0, 0)
             return fault, 0, 0, flags
         self._iotlb_fill(ctx.did, pasid, iova, level, base, perm, snp, tm)
         size = 1 << _level_shift(level)

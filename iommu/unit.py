@@ -152,6 +152,7 @@ class RemappingUnit:
         passthrough: bool = True,
         device_tlb: bool = True,
         snoop_control: bool = True,
+        caching_mode: bool = False,
         fault_registers: int = 8,
         domain_id_bits: int = 16,
         context_cache_entries: int = 64,
@@ -184,6 +185,7 @@ class RemappingUnit:
                 pt=int(passthrough),
                 dt=int(device_tlb),
                 sc=int(snoop_control),
+                cm=int(caching_mode),
             )
         if iotlb_ways and (iotlb_ways < 0 or iotlb_entries % iotlb_ways):
             raise ValueError("iotlb_ways must divide iotlb_entries (0: fully associative)")
@@ -214,6 +216,7 @@ class RemappingUnit:
             track_stale=int(track_stale),
             psc_entries=paging_structure_cache_entries,
             iotlb_ways=iotlb_ways,
+            cm=caps.cm,
         )
         self.engine_name = _engine.resolve(engine)
         self.engine = _make_engine(self.engine_name, memory, self.config)

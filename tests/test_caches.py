@@ -214,3 +214,24 @@ def test_fully_associative_is_the_default_and_one_way_is_direct_mapped():
 def test_ways_must_divide_entries():
     with pytest.raises(ValueError):
         RemappingUnit(PhysicalMemory(), iotlb_entries=10, iotlb_ways=4)
+
+
+def test_caching_mode_caches_not_present_entries():
+    mem = PhysicalMemory()
+    unit = RemappingUnit(mem, caching_mode=True)
+    assert unit.caps.cm == 1
+    dom = Domain(mem, domain_id=3)
+    unit.attach(SID, dom)
+    unit.enable()
+    assert unit.translate(SID, 0x9000).fault is FaultReason.READ_NOT_PERMITTED
+    dom.map(0x9000, 0x5000, 0x1000)  # made present, but not invalidated: CM=1 needs it
+    r = unit.translate(SID, 0x9000)
+    assert r.fault is FaultReason.READ_NOT_PERMITTED and r.iotlb_hit and r.stale
+    unit.invalidate_iotlb("page", domain_id=3, address=0x9000)
+    assert unit.translate(SID, 0x9000).hpa == 0x5000
+    # Without caching mode the new mapping is seen at once (nothing negative is cached).
+    _, plain, dom2 = setup()
+    dom2.unmap(0x9000, 0x1000)
+    assert plain.translate(SID, 0x9000).fault is FaultReason.READ_NOT_PERMITTED
+    dom2.map(0x9000, 0x5000, 0x1000)
+    assert plain.translate(SID, 0x9000).hpa == 0x5000

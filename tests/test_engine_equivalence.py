@@ -94,6 +94,7 @@ configs = st.builds(
     track_stale=st.integers(0, 1),
     psc_entries=st.sampled_from([0, 0, 1, 2, 4, 32]),
     iotlb_ways=st.sampled_from([0, 0, 1, 2, 3, 4, 8]),  # ways not dividing: fully associative
+    cm=st.integers(0, 1),
 )
 
 
