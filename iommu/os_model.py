@@ -250,6 +250,12 @@ class OSModel:
             self._error(st, f"{name}: map {iova if iova is not None else 0:#x}+{size:#x}: {exc}")
             st.stats.map_errors += 1
             return None
+        for unit in ds.units:
+            if unit.caps.cm:  # caching mode: not-present entries may be cached; flush on map
+                unit.invalidate_iotlb("page", domain_id=ds.domain_id, address=start,
+                                      size=length, leaf_only=True)
+                self.invalidations += 1
+                st.stats.invalidations += 1
         return iova
 
     def unmap(self, name: str, iova: int, size: int, time_ns: Optional[int] = None) -> bool:

@@ -975,7 +975,8 @@ def make_platform(dmar=None, devices: Iterable[str] = (), bridges: Optional[Mapp
                   context_entries: Optional[int] = None, policy: Optional[str] = None,
                   engine: Optional[str] = None, seed: int = 1,
                   psc_entries: Optional[int] = None,
-                  iotlb_ways: Optional[int] = None) -> Platform:
+                  iotlb_ways: Optional[int] = None,
+                  caching_mode: bool = False) -> Platform:
     """The platform a replay runs on: ``dmar`` (a path, a `Dmar` or a `Platform`), the
     bundled sample (``sample=True``), or the contract's default."""
     if isinstance(dmar, Platform):
@@ -989,6 +990,8 @@ def make_platform(dmar=None, devices: Iterable[str] = (), bridges: Optional[Mapp
         opts["paging_structure_cache_entries"] = psc_entries
     if iotlb_ways is not None:
         opts["iotlb_ways"] = iotlb_ways
+    if caching_mode:
+        opts["caching_mode"] = True
     if policy is not None:
         opts["policy"] = policy
     if engine is not None:
@@ -1013,7 +1016,8 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
            seed: int = 1, trace_options: Optional[dict] = None,
            psc_entries: Optional[int] = None,
            queued_invalidation: bool = False,
-           iotlb_ways: Optional[int] = None) -> ReplayReport:
+           iotlb_ways: Optional[int] = None,
+           caching_mode: bool = False) -> ReplayReport:
     """Replay ``trace`` (a path; None: the bundled sample on the bundled sample platform).
 
     ``dmar``: a platform file (see `Platform.load`), a `Dmar`, a `Platform`, or None for
@@ -1035,7 +1039,7 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
     platform = make_platform(dmar, devices, bridges, sample=sample and dmar is None,
                              iotlb_entries=iotlb_entries, context_entries=context_entries,
                              policy=policy, engine=engine, seed=seed, psc_entries=psc_entries,
-                             iotlb_ways=iotlb_ways)
+                             iotlb_ways=iotlb_ways, caching_mode=caching_mode)
     page_sizes = parse_page_sizes(page_sizes)
     r = Replayer(platform, invalidation=invalidation, flush_threshold=flush_threshold,
                  flush_timeout_ns=flush_timeout_ns, passthrough=passthrough, groups=groups,
@@ -1048,6 +1052,7 @@ def replay(trace=None, dmar=None, *, format: Optional[str] = None, access_model=
         "context_entries": unit0.config.context_entries if unit0 else context_entries,
         "psc_entries": unit0.config.psc_entries if unit0 else psc_entries,
         "iotlb_ways": unit0.config.iotlb_ways if unit0 else iotlb_ways,
+        "caching_mode": bool(unit0.caps.cm) if unit0 else caching_mode,
         "queued_invalidation": queued_invalidation,
         "policy": policy or "lru", "page_sizes": list(page_sizes),
         "access_model": None if model is None else

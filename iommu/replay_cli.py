@@ -63,6 +63,9 @@ def _add_platform_options(p) -> None:
     g.add_argument("--iotlb-ways", type=_sizes, metavar="W[,W...]",
                    help="IOTLB associativity (default 0: fully associative; sweep: several, "
                         "one point each where they divide the IOTLB size)")
+    g.add_argument("--caching-mode", action="store_true",
+                   help="units report caching mode (CAP.CM), as virtual IOMMUs do: not-present "
+                        "entries are cached and the OS model invalidates after each map")
     g.add_argument("--engine", choices=("c", "python"),
                    help="translation engine (default: C when built)")
     o = p.add_argument_group("operating system")
@@ -148,6 +151,7 @@ def _common(args) -> dict:
         "psc_entries": args.psc_entries,
         "queued_invalidation": args.queued_invalidation,
         "iotlb_ways": args.iotlb_ways,
+        "caching_mode": args.caching_mode,
         "flush_threshold": args.flush_threshold,
         "flush_timeout_ns": args.flush_timeout_ns,
         "passthrough": _names(args.passthrough),

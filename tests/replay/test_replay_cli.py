@@ -131,3 +131,13 @@ def test_os_model_uses_the_queue_when_asked():
     assert unit.queued_invalidation
     assert unit.registers.queue.processed["iotlb"] >= 1
     assert unit.registers.queue.processed["invalidation_wait"] >= 1
+
+
+def test_caching_mode_platform_invalidates_on_map():
+    from iommu.replay import replay
+
+    plain = replay(None)
+    cm = replay(None, caching_mode=True)
+    assert cm.settings["caching_mode"] is True
+    assert cm.totals["faults_by_code"] == plain.totals["faults_by_code"]  # the driver flushes
+    assert cm.totals["invalidations"] == plain.totals["invalidations"] + cm.totals["maps"]
