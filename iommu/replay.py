@@ -17,7 +17,13 @@ from typing import Optional
 import numpy as np
 
 from iommu.domain import PAGE_1G, PAGE_2M, PAGE_4K
-from iommu.engine_config import FLAG_CONTEXT_HIT, FLAG_IOTLB_HIT, FLAG_PASSTHROUGH, FLAG_STALE
+from iommu.engine_config import (
+    FLAG_CONTEXT_HIT,
+    FLAG_IOTLB_HIT,
+    FLAG_PASSTHROUGH,
+    FLAG_PSC_HIT,
+    FLAG_STALE,
+)
 from iommu.faults import FaultReason
 from iommu.os_model import DEFAULT_FLUSH_THRESHOLD, DEFAULT_FLUSH_TIMEOUT_NS, OSModel
 from iommu.platform import Platform
@@ -29,8 +35,8 @@ TIME_UNKNOWN = 0xFFFFFFFFFFFFFFFF
 
 # Accumulator columns, per device.
 (EVENTS, ACCESSES, READS, WRITES, BYTES, TRANSLATIONS, FAULTS, IOTLB_HITS, WALKS,
- CONTEXT_HITS, STALE, STALE_BYTES, PASSTHROUGH, UNTRANSLATED, FLUSHES) = range(15)
-NCOLS = 15
+ CONTEXT_HITS, STALE, STALE_BYTES, PASSTHROUGH, UNTRANSLATED, FLUSHES, PSC_HITS) = range(16)
+NCOLS = 16
 
 # A walk happens when the IOTLB misses past the context and address-width checks, so the
 # faults a walk can end in are those of second-level entries.
@@ -38,15 +44,17 @@ _WALK_FAULTS = np.zeros(256, dtype=bool)
 _WALK_FAULTS[[0, 0x5, 0x6, 0x7, 0xC]] = True
 
 # The aggregation key of a translation: flag bits (IOTLB hit, context hit, stale,
-# pass-through) x fault class (none, a fault a walk ends in, another) x write.
-_NKEYS = 16 * 3 * 2
+# pass-through, paging-structure cache hit) x fault class (none, a fault a walk ends in,
+# another) x write.
+_NKEYS = 32 * 3 * 2
 _KEY_FLAGS = np.zeros(256, dtype=np.int64)
 for _f in range(256):
     _KEY_FLAGS[_f] = 6 * (bool(_f & FLAG_IOTLB_HIT) | bool(_f & FLAG_CONTEXT_HIT) << 1
-                          | bool(_f & FLAG_STALE) << 2 | bool(_f & FLAG_PASSTHROUGH) << 3)
+                          | bool(_f & FLAG_STALE) << 2 | bool(_f & FLAG_PASSTHROUGH) << 3
+                          | bool(_f & FLAG_PSC_HIT) << 4)
 _KEY_FAULT = np.where(np.arange(256) == 0, 0, np.where(_WALK_FAULTS, 2, 4)).astype(np.int64)
 _KEY_COLUMNS = [ACCESSES, WRITES, FAULTS, IOTLB_HITS, CONTEXT_HITS, WALKS, STALE, PASSTHROUGH,
-                EVENTS]
+                EVENTS, PSC_HITS]
 _KC_FAULTS, _KC_CTX, _KC_WALKS, _KC_STALE = 2, 4, 5, 6
 _KEY_MATRIX = np.zeros((_NKEYS, len(_KEY_COLUMNS)), dtype=np.int64)
 for _k in range(_NKEYS):
@@ -54,7 +62,7 @@ for _k in range(_NKEYS):
     _iotlb, _ctx, _stale, _pt = _fl & 1, _fl >> 1 & 1, _fl >> 2 & 1, _fl >> 3 & 1
     _KEY_MATRIX[_k] = [1, _w, int(_fc != 0), _iotlb, _ctx,
                        int(not _iotlb and not _pt and _fc in (0, 1)), int(_stale and _fc == 0),
-                       _pt, 1]
+                       _pt, 1, _fl >> 4 & 1]
 
 _FAULT_NAMES = {r.value: r.name for r in FaultReason}
 
@@ -62,7 +70,7 @@ REPORT_KEYS = (
     "events", "accesses", "reads", "writes", "bytes", "translations", "faults",
     "faults_by_code", "faults_by_name", "iotlb_hits", "iotlb_misses", "iotlb_hit_rate",
     "context_hits", "context_misses", "context_hit_rate", "walks", "memory_reads",
-    "memory_reads_per_walk", "maps", "unmaps", "map_errors", "unmap_errors", "flushes",
+    "memory_reads_per_walk", "psc_hits", "maps", "unmaps", "map_errors", "unmap_errors", "flushes",
     "invalidations", "stale_accesses", "stale_bytes", "stale_windows",
     "stale_window_total_ns", "stale_window_max_ns", "stale_windows_open_at_end",
     "passthrough_accesses", "untranslated_accesses",
@@ -613,6 +621,7 @@ class Replayer:
         # Per translation.
         iotlb_hit = (flags & FLAG_IOTLB_HIT) != 0
         ctx_hit = (flags & FLAG_CONTEXT_HIT) != 0
+        psc_hit = (flags & FLAG_PSC_HIT) != 0
         pt = (flags & FLAG_PASSTHROUGH) != 0
         walked = ~(iotlb_hit | pt) & _WALK_FAULTS[faults]
         # Per access.
@@ -645,6 +654,7 @@ class Replayer:
             row[FAULTS] += nf
             row[IOTLB_HITS] += int(np.count_nonzero(iotlb_hit))
             row[CONTEXT_HITS] += int(np.count_nonzero(ctx_hit))
+            row[PSC_HITS] += int(np.count_nonzero(psc_hit))
             row[WALKS] += int(np.count_nonzero(walked))
             ns = int(np.count_nonzero(stale))
             row[STALE] += ns
@@ -672,6 +682,8 @@ class Replayer:
                                               ).astype(np.int64)
         acc[:ndev, CONTEXT_HITS] += np.bincount(p_idx, weights=ctx_hit, minlength=ndev
                                                 ).astype(np.int64)
+        acc[:ndev, PSC_HITS] += np.bincount(p_idx, weights=psc_hit, minlength=ndev
+                                            ).astype(np.int64)
         w = np.bincount(p_idx, weights=walked, minlength=ndev)
         acc[:ndev, WALKS] += w.astype(np.int64)
         acc[:ndev, STALE] += np.bincount(idx, weights=stale, minlength=ndev).astype(np.int64)
@@ -765,6 +777,8 @@ class Replayer:
                 f = r.flags
                 if f & FLAG_IOTLB_HIT:
                     row[IOTLB_HITS] += 1
+                if f & FLAG_PSC_HIT:
+                    row[PSC_HITS] += 1
                 if f & FLAG_CONTEXT_HIT:
                     row[CONTEXT_HITS] += 1
                 else:
@@ -917,6 +931,7 @@ def _figures(row, faults, mem_reads: int, os_part: dict) -> dict:
         "walks": walks,
         "memory_reads": int(mem_reads),
         "memory_reads_per_walk": _rate(mem_reads, walks),
+        "psc_hits": row[PSC_HITS],
         "maps": os_part["maps"],
         "unmaps": os_part["unmaps"],
         "map_errors": os_part["map_errors"],

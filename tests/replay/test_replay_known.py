@@ -161,3 +161,17 @@ def test_passthrough_device(known_csv):
     r = replay(known_csv, passthrough=[B])
     assert r.device_info[B]["passthrough"] is True
     assert r.devices[B]["faults"] == 0 and r.devices[B]["passthrough_accesses"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "binary"])
+def test_paging_structure_hits_per_device_add_up(tmp_path, run_path, fmt):
+    from iommu.replay import sample_trace_path
+    from iommu.trace import read_csv
+
+    trace = sample_trace_path()
+    if fmt == "binary":
+        trace = tmp_path / "sample.bin"
+        write_binary(trace, read_csv(sample_trace_path()))
+    r = replay(trace, psc_entries=16)
+    per_device = sum(d["psc_hits"] for d in r.devices.values())
+    assert per_device == r.totals["psc_hits"] == r.paging_structure_cache["hits"] > 0
