@@ -259,7 +259,8 @@ class Domain:
         for (_level, table, _entry_addr), (_plevel, _ptable, parent_entry) in zip(
             reversed(path[1:]), reversed(path[:-1])
         ):
-            if self.memory.read(table, FRAME_SIZE) != _ZERO_FRAME:
+            frame = self.memory.frame_view(table >> 12)
+            if frame is not None and frame != _ZERO_FRAME:  # compared in place, no copy
                 return
             self.memory.write_u64(parent_entry, 0)
             self.memory.free_frame(table)
