@@ -23,25 +23,24 @@ def _names(values) -> list:
     return out
 
 
-def _ints(text: str) -> list:
+def _int_list(text: str, least: int) -> list:
     try:
         vals = [int(x, 0) for x in str(text).split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"want positive integers, got {text!r}")
+    if not vals or any(v < least for v in vals):
+        raise argparse.ArgumentTypeError(f"want integers >= {least}, got {text!r}")
     return vals
+
+
+def _ints(text: str) -> list:
+    """Comma-separated positive integers (IOTLB sizes)."""
+    return _int_list(text, 1)
 
 
 def _sizes(text: str) -> list:
     """Comma-separated cache sizes, 0 allowed (no cache)."""
-    try:
-        vals = [int(x, 0) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"want sizes >= 0, got {text!r}")
-    return vals
+    return _int_list(text, 0)
 
 
 def _add_platform_options(p) -> None:
