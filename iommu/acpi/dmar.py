@@ -473,11 +473,8 @@ class Rmrr(RemappingStructure):
 
 
 @dataclass
-class Atsr(RemappingStructure):
-    """Root Port ATS Capability Reporting (type 2): root ports that support ATS."""
-
-    type_id: ClassVar[int] = StructureType.ATSR  # type: ignore[misc]
-    FIELDS: ClassVar[Struct] = wire.AtsrFields
+class _FlagsSegmentScopes(RemappingStructure):
+    """The layout ATSR and SATC share: flags, a reserved byte, the segment, then scopes."""
 
     flags: int = field(default=0, metadata=_json(_INT))
     segment: int = field(default=0, metadata=_json(_INT))
@@ -485,6 +482,14 @@ class Atsr(RemappingStructure):
     reserved: bytes = _reserved(1)
     length: int | None = _derived()
     offset: int | None = _derived()
+
+
+@dataclass
+class Atsr(_FlagsSegmentScopes):
+    """Root Port ATS Capability Reporting (type 2): root ports that support ATS."""
+
+    type_id: ClassVar[int] = StructureType.ATSR  # type: ignore[misc]
+    FIELDS: ClassVar[Struct] = wire.AtsrFields
 
     @property
     def all_ports(self) -> bool:
@@ -552,18 +557,11 @@ class Andd(RemappingStructure):
 
 
 @dataclass
-class Satc(RemappingStructure):
+class Satc(_FlagsSegmentScopes):
     """SoC Integrated Address Translation Cache (type 5): SoC devices with an ATC."""
 
     type_id: ClassVar[int] = StructureType.SATC  # type: ignore[misc]
     FIELDS: ClassVar[Struct] = wire.SatcFields
-
-    flags: int = field(default=0, metadata=_json(_INT))
-    segment: int = field(default=0, metadata=_json(_INT))
-    device_scopes: list[DeviceScope] = field(default_factory=list, metadata=_json(_SCOPES))
-    reserved: bytes = _reserved(1)
-    length: int | None = _derived()
-    offset: int | None = _derived()
 
     @property
     def atc_required(self) -> bool:
