@@ -28,11 +28,6 @@ class FaultReason(IntEnum):
         return f"{self.value:#x}"
 
 
-def fault_from_code(code: int) -> FaultReason | None:
-    """The FaultReason for a code, None for 0 (no fault)."""
-    return None if code == 0 else FaultReason(code)
-
-
 @dataclass(frozen=True)
 class FaultRecord:
     """One fault recording register (FRCD) as software reads it."""

@@ -64,7 +64,6 @@ for _reason in FaultReason:
 _REQUEST_TYPES = {"untranslated": 0, "translation": ACCESS_TRANSLATION_REQUEST,
                   "translated": ACCESS_TRANSLATED}
 _GSTS_PERSISTENT = GCMD_TE | (1 << 26) | (1 << 25) | (1 << 23)  # TES, QIES, IRES, CFIS
-GRANULARITY = {"global": 1, "domain": 2, "device": 3, "page": 3}
 _GRANULARITY_NAME_CONTEXT = {1: "global", 2: "domain", 3: "device", 0: "invalid"}
 _GRANULARITY_NAME_IOTLB = {1: "global", 2: "domain", 3: "page", 0: "invalid"}
 
