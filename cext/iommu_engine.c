@@ -263,9 +263,16 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
 
 /* ============================================================ replacement caches */
 
-/* SlotCache: `size` fully associative slots; a hash from key to slot; a doubly-linked
- * list of occupied slots, oldest first (LRU moves a slot to the end on a hit, FIFO
- * does not); free slots as a stack (slot 0 on top at start). Keys are (a, b). */
+/* SlotCache: `size` slots in sets of `ways`; a hash from key to slot; free slots as a
+ * stack per set (the set's lowest slot on top at start). Keys are (a, b).
+ *
+ * Order (LRU: of last use; FIFO: of filling) is a recency ring per set: every use (LRU)
+ * or fill appends the slot to its set's ring and records where (ring_pos). A record is
+ * current while it is its slot's newest and the slot is occupied; older records are
+ * skipped when met. The victim is the set's oldest current record, popped from the head.
+ * A full ring is compacted in place (current records kept, in order). Each record is
+ * written once and read once more, so a use costs two stores and no pointer chase, and
+ * replacement stays exact. Random replacement keeps no ring. */
 typedef struct {
     uint64_t a;
     uint32_t b;
@@ -273,16 +280,17 @@ typedef struct {
 } hash_cell;
 
 typedef struct {
-    int32_t prev, next;
-} cache_link;
-
-typedef struct {
     uint32_t size, used, policy;
     uint32_t ways, nsets;  /* set k owns slots k*ways .. k*ways + ways - 1 */
     uint64_t rng;
     uint32_t *free_stack;  /* per set: its free slots, a stack at free_stack[k*ways] */
     uint32_t *set_nfree;   /* per set: how many free slots its stack holds */
-    cache_link *link;  /* size + nsets links; index `size + k` is set k's list head */
+    uint32_t *ring;        /* per set: ring_mask + 1 records (slot numbers) */
+    uint32_t *ring_pos;    /* per slot: the ring index of its newest record */
+    uint64_t *ring_head;   /* per set: position of its oldest record (index: & ring_mask) */
+    uint64_t *ring_tail;   /* per set: position after its newest record */
+    uint64_t *ring_synced; /* per set: ring_pos is up to date for records before it */
+    uint32_t ring_mask;    /* records per set's ring - 1: a power of two >= 8 * ways, - 1 */
     uint64_t *key_a;
     uint32_t *key_b;
     uint8_t *valid;
@@ -328,12 +336,24 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
     c->hmask = (1ull << c->hbits) - 1;
     c->free_stack = malloc(((size_t)size + 1) * sizeof *c->free_stack);
     c->set_nfree = calloc((size_t)c->nsets, sizeof *c->set_nfree);
-    c->link = malloc(((size_t)size + c->nsets) * sizeof *c->link);
+    uint32_t ring = 16;  /* 8 records a slot: a compaction every 7/8 ring of uses */
+    while (ring < 8u * ways && ring < (1u << 30))
+        ring <<= 1;
+    c->ring_mask = ring - 1;
+    if (policy != POLICY_RANDOM && size) {
+        c->ring = malloc((size_t)c->nsets * ring * sizeof *c->ring);
+        c->ring_pos = calloc((size_t)size, sizeof *c->ring_pos);
+        c->ring_head = calloc((size_t)c->nsets, sizeof *c->ring_head);
+        c->ring_tail = calloc((size_t)c->nsets, sizeof *c->ring_tail);
+        c->ring_synced = calloc((size_t)c->nsets, sizeof *c->ring_synced);
+        if (!c->ring || !c->ring_pos || !c->ring_head || !c->ring_tail || !c->ring_synced)
+            return -1;
+    }
     c->key_a = calloc((size_t)size + 1, sizeof *c->key_a);
     c->key_b = calloc((size_t)size + 1, sizeof *c->key_b);
     c->valid = calloc((size_t)size + 1, 1);
     c->cells = malloc((size_t)(c->hmask + 1) * sizeof *c->cells);
-    if (!c->free_stack || !c->set_nfree || !c->link || !c->key_a || !c->key_b ||
+    if (!c->free_stack || !c->set_nfree || !c->key_a || !c->key_b ||
         !c->valid || !c->cells)
         return -1;
     for (uint32_t set = 0; set < c->nsets; set++) {
@@ -341,7 +361,6 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
         for (uint32_t k = 0; k < ways; k++)  /* pop order: the set's lowest slot first */
             c->free_stack[base + k] = base + ways - 1 - k;
         c->set_nfree[set] = ways;
-        c->link[size + set].prev = c->link[size + set].next = (int32_t)(size + set);
     }
     for (uint64_t i = 0; i <= c->hmask; i++)
         c->cells[i].slot = -1;
@@ -352,35 +371,104 @@ static void cache_release(slot_cache *c)
 {
     free(c->free_stack);
     free(c->set_nfree);
-    free(c->link);
+    free(c->ring);
+    free(c->ring_pos);
+    free(c->ring_head);
+    free(c->ring_tail);
+    free(c->ring_synced);
     free(c->key_a);
     free(c->key_b);
     free(c->valid);
     free(c->cells);
 }
 
-/* The list head of the set slot `s` belongs to (no division when fully associative). */
-static inline uint32_t cache_head(const slot_cache *c, int32_t s)
+/* The set slot `s` belongs to (no division when fully associative). */
+static inline uint32_t cache_set(const slot_cache *c, int32_t s)
 {
-    return c->nsets == 1 ? c->size : c->size + (uint32_t)s / c->ways;
+    return c->nsets == 1 ? 0 : (uint32_t)s / c->ways;
 }
 
-static inline void list_unlink(slot_cache *c, int32_t s)
+/* Bring ring_pos up to date: the hot path appends records without it (a store whose
+ * address depends on the slot would make the next lookups wait for it); here each
+ * record since the last sync names its slot's newest position, in order. */
+static inline void ring_sync(slot_cache *c, uint32_t set)
 {
-    cache_link *l = c->link;
-    int32_t p = l[s].prev, n = l[s].next;
-    l[p].next = n;
-    l[n].prev = p;
+    const uint32_t *ring = c->ring + (size_t)set * (c->ring_mask + 1);
+    for (uint64_t r = c->ring_synced[set]; r != c->ring_tail[set]; r++) {
+        uint32_t idx = (uint32_t)r & c->ring_mask;
+        c->ring_pos[ring[idx]] = idx;
+    }
+    c->ring_synced[set] = c->ring_tail[set];
 }
 
-static inline void list_append(slot_cache *c, int32_t s)
+/* Keep the current records of a full ring, in order, from its head on. Branch-free
+ * (most records are old uses, and which ones is random): every record is copied down
+ * and the write position moves past it only when it is current. A slot's current record
+ * is its last, so nothing is overwritten before it is read. */
+COLD static void ring_compact(slot_cache *c, uint32_t set)
 {
-    cache_link *l = c->link;
-    int32_t head = (int32_t)cache_head(c, s), tail = l[head].prev;
-    l[s].prev = tail;
-    l[s].next = head;
-    l[tail].next = s;
-    l[head].prev = s;
+    ring_sync(c, set);
+    uint32_t *ring = c->ring + (size_t)set * (c->ring_mask + 1);
+    uint32_t *pos = c->ring_pos;
+    const uint8_t *valid = c->valid;
+    const uint32_t mask = c->ring_mask;
+    const uint64_t head = c->ring_head[set], tail = c->ring_tail[set];
+    uint64_t w = head;
+    for (uint64_t r = head; r != tail; r++) {
+        uint32_t idx = (uint32_t)r & mask, s = ring[idx];
+        uint32_t to = (uint32_t)w & mask;
+        uint32_t was = pos[s], current = (uint32_t)valid[s] & (uint32_t)(was == idx);
+        ring[to] = s;
+        pos[s] = current ? to : was;
+        w += current;
+    }
+    c->ring_tail[set] = c->ring_synced[set] = w;
+}
+
+/* Append slot s (occupied) to its set's ring: it is now the newest. A full ring is
+ * compacted first. */
+static HOT_INLINE void ring_push(slot_cache *c, int32_t s)
+{
+    uint32_t set = cache_set(c, s);
+    uint64_t t = c->ring_tail[set];
+    if (UNLIKELY(t - c->ring_head[set] > c->ring_mask)) {
+        ring_compact(c, set);
+        t = c->ring_tail[set];
+    }
+    uint32_t idx = (uint32_t)t & c->ring_mask;
+    c->ring[(size_t)set * (c->ring_mask + 1) + idx] = (uint32_t)s;
+    c->ring_pos[s] = idx;
+    if (c->ring_synced[set] == t)
+        c->ring_synced[set] = t + 1;
+    c->ring_tail[set] = t + 1;
+}
+
+/* Pop the set's oldest current record: its slot (the set is full, so one exists). */
+static HOT_INLINE int32_t ring_pop_oldest(slot_cache *c, uint32_t set)
+{
+    if (c->ring_synced[set] != c->ring_tail[set])
+        ring_sync(c, set);
+    const uint32_t *ring = c->ring + (size_t)set * (c->ring_mask + 1);
+    for (uint64_t r = c->ring_head[set]; r != c->ring_tail[set]; r++) {
+        uint32_t idx = (uint32_t)r & c->ring_mask, s = ring[idx];
+        if (c->valid[s] && c->ring_pos[s] == idx) {
+            c->ring_head[set] = r + 1;
+            return (int32_t)s;
+        }
+    }
+    c->ring_head[set] = c->ring_tail[set];
+    return -1;  /* not reached: a full set has a current record per slot */
+}
+
+/* Whether slot s (occupied) is its set's newest: an LRU lookup would not reorder. The
+ * newest record is always current. */
+static inline int ring_is_newest(const slot_cache *c, int32_t s)
+{
+    uint32_t set = cache_set(c, s);
+    uint64_t t = c->ring_tail[set];
+    return t != c->ring_head[set] &&
+           c->ring[(size_t)set * (c->ring_mask + 1) + ((uint32_t)(t - 1) & c->ring_mask)] ==
+               (uint32_t)s;
 }
 
 /* The slot holding a key, or -1; no replacement state is touched (a peek). */
@@ -410,10 +498,8 @@ static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
         c->last_a = a;
         c->last_b = b;
     }
-    if (c->policy == POLICY_LRU && c->link[cache_head(c, s)].prev != s) {
-        list_unlink(c, s);  /* LRU: most recently used goes last */
-        list_append(c, s);
-    }
+    if (c->policy == POLICY_LRU)
+        ring_push(c, s);  /* LRU: most recently used goes last */
     return s;
 }
 
@@ -472,20 +558,22 @@ static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, ui
             c->rng = rng_next(c->rng);
             s = (int32_t)(base + c->rng % c->ways);
         } else {
-            s = c->link[c->size + set].next;  /* the oldest in the set's list */
+            s = ring_pop_oldest(c, set);  /* the oldest in the set */
+            if (s < 0)
+                return -1;
         }
         *evicted = 1;
         if (c->last == s)
             c->last = -1;
         hash_delete(c, c->key_a[s], c->key_b[s]);
-        list_unlink(c, s);
         c->used--;
     }
     c->key_a[s] = a;
     c->key_b[s] = b;
     c->valid[s] = 1;
     hash_insert(c, a, b, s);
-    list_append(c, s);
+    if (c->policy != POLICY_RANDOM)
+        ring_push(c, s);
     c->used++;
     return s;
 }
@@ -496,8 +584,7 @@ static void cache_remove_slot(slot_cache *c, int32_t s)
     if (c->last == s)
         c->last = -1;
     hash_delete(c, c->key_a[s], c->key_b[s]);
-    list_unlink(c, s);
-    c->valid[s] = 0;
+    c->valid[s] = 0;  /* its records are no longer current */
     c->key_a[s] = 0;
     c->key_b[s] = 0;
     uint32_t set = (uint32_t)s / c->ways;
@@ -1152,14 +1239,216 @@ static inline context_entry *context_memo_mru(iommu_unit *u, uint32_t *sid)
     int32_t s = c->last;
     if (!u->enabled || s < 0 || c->last_b != 0)
         return NULL;
-    if (c->policy == POLICY_LRU && c->link[c->size].prev != s)
+    if (c->policy == POLICY_LRU && !ring_is_newest(c, s))
         return NULL;
     *sid = (uint32_t)c->last_a;
     return &u->context_values[s];
 }
 
+/* What the batch loop knows of the context it serves without a context lookup: the
+ * memo'd context-cache entry that is already the most recently used (so a lookup would
+ * change nothing), and what its requests need, computed once. */
+typedef struct {
+    context_entry *ctx;  /* NULL: every request takes the general path */
+    uint32_t sid;
+    uint32_t levels;     /* of its second-level tables */
+    uint32_t tag;        /* the IOTLB tag of a 4 KiB entry of its domain */
+    uint64_t key;        /* the tag's part of the IOTLB hash key (as cache_home) */
+    uint64_t high;       /* address bits beyond its width; all: never the short paths */
+    int walk;            /* a miss may take fast_miss (no paging-structure cache) */
+} fast_context;
+
+static void fast_context_set(iommu_unit *u, fast_context *f)
+{
+    f->ctx = context_memo_mru(u, &f->sid);
+    if (!f->ctx)
+        return;
+    const context_entry *ctx = f->ctx;
+    f->levels = ctx->aw + 2;
+    f->tag = iotlb_tag(ctx->did, 1);
+    f->key = (uint64_t)f->tag << 44 ^ (uint64_t)f->tag;
+    f->high = ctx->width < 64 ? ~0ull << ctx->width : 0;
+    /* Pass-through never uses the IOTLB; a context entry changed in memory since it was
+     * cached needs the stale check on every request. */
+    if (ctx->tt == TT_PASSTHROUGH || (u->cfg.track_stale && ctx->gen != *u->mem->generation))
+        f->high = ~0ull;
+    f->walk = u->psc.size == 0;
+}
+
+/* The request and result arrays of a batch (they do not overlap each other or the unit). */
+typedef struct {
+    const uint16_t *sids;
+    const uint64_t *iovas;
+    const uint8_t *accesses;
+    uint64_t *out_hpa;
+    uint8_t *out_fault, *out_flags;
+} batch_io;
+
+/* LRU bookkeeping of a hit run: none (FIFO, random), the one set's ring with its tail in
+ * a register, or ring_push (several sets). */
+enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2 };
+
+/* Serve requests from i on while each is, for the fast context, an untranslated request
+ * inside its width that a 4 KiB IOTLB entry serves with the right permission, the entry
+ * unchanged since it was checked: exactly the IOTLB-hit path of translate() for it.
+ * Returns the first request not served; *missed: it stopped there on a 4 KiB miss (a miss
+ * touches nothing). A small function of its own, so the loop lives in registers. */
+static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const batch_io *io,
+                                   uint64_t i, uint64_t n, const int touch, int *missed)
+{
+    slot_cache *tlb = &u->iotlb;
+    const hash_cell *const cells = tlb->cells;
+    const uint64_t hmask = tlb->hmask;
+    const uint32_t hshift = 64u - tlb->hbits;
+    const iotlb_entry *const values = u->iotlb_values;
+    const uint64_t gen = *u->mem->generation;
+    const uint64_t gen_mask = u->cfg.track_stale ? ~0ull : 0;  /* 0: generations ignored */
+    const uint32_t sid = f->sid, tag = f->tag;
+    const uint64_t key = f->key, high = f->high;
+    uint32_t *const ring = tlb->ring;
+    const uint32_t ring_mask = tlb->ring_mask;
+    uint64_t t = 0, ring_end = 0;  /* the ring's tail, and the position where it is full */
+    if (touch == TOUCH_ONE_RING) {
+        t = tlb->ring_tail[0];
+        ring_end = tlb->ring_head[0] + ring_mask + 1;
+    }
+    const uint16_t *const sids = io->sids;
+    const uint64_t *const iovas = io->iovas;
+    const uint8_t *const accesses = io->accesses;
+    uint64_t *const out_hpa = io->out_hpa;
+    uint8_t *const out_fault = io->out_fault, *const out_flags = io->out_flags;
+    *missed = 0;
+    for (; i < n; i++) {
+        uint64_t iova = iovas[i];
+        uint32_t access = accesses[i];
+        if (sids[i] != sid ||
+            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
+            break;
+        uint64_t vpn = iova >> 12;
+        uint64_t c = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift;  /* cache_find */
+        int32_t s;
+        while ((s = cells[c].slot) >= 0 && !(cells[c].a == vpn && cells[c].b == tag))
+            c = (c + 1) & hmask;
+        if (s < 0) {
+            *missed = 1;
+            break;
+        }
+        const iotlb_entry *e = &values[s];
+        if (!(e->bits & (1u + (access & ACCESS_WRITE))) || ((e->gen ^ gen) & gen_mask))
+            break;  /* no right (a fault), or the stale check is due: the general path */
+        if (touch == TOUCH_ONE_RING) {  /* cache_lookup's LRU update, as ring_push */
+            if (t == ring_end)
+                break;  /* full: the general path compacts it */
+            ring[(uint32_t)t & ring_mask] = (uint32_t)s;
+            t++;
+        } else if (touch == TOUCH_SET_RINGS) {
+            ring_push(tlb, s);
+        }
+        out_hpa[i] = e->base | (iova & (PAGE_4K - 1));
+        out_fault[i] = 0;
+        out_flags[i] = FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT;
+    }
+    if (touch == TOUCH_ONE_RING)
+        tlb->ring_tail[0] = t;
+    return i;
+}
+
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+NOINLINE static uint64_t hit_run_untouched(iommu_unit *u, const fast_context *f,
+                                           const batch_io *io, uint64_t i, uint64_t n,
+                                           int *missed)
+{
+    return hit_run(u, f, io, i, n, TOUCH_NONE, missed);
+}
+
+NOINLINE static uint64_t hit_run_one_ring(iommu_unit *u, const fast_context *f,
+                                          const batch_io *io, uint64_t i, uint64_t n,
+                                          int *missed)
+{
+    return hit_run(u, f, io, i, n, TOUCH_ONE_RING, missed);
+}
+
+NOINLINE static uint64_t hit_run_set_rings(iommu_unit *u, const fast_context *f,
+                                           const batch_io *io, uint64_t i, uint64_t n,
+                                           int *missed)
+{
+    return hit_run(u, f, io, i, n, TOUCH_SET_RINGS, missed);
+}
+
+/* The walk and fill of translate_with_context for an untranslated request of the fast
+ * context that missed the IOTLB at every level, with `levels` a constant so that the
+ * loop unrolls. Returns 0, having changed nothing but the walk memo, when the walk meets
+ * anything but a present, permitted, well-formed path: the general path then does it
+ * all again and reports the fault. */
+static HOT_INLINE int fast_miss_levels(iommu_unit *u, const context_entry *ctx,
+                                       const uint32_t levels, uint64_t iova, uint32_t write,
+                                       uint64_t *hpa, hot_counters *h)
+{
+    iommu_mem *m = u->mem;
+    const uint64_t need = write ? SL_W : SL_R;
+    uint64_t table = ctx->slpt, perm = 7;
+    for (uint32_t level = levels; level >= 1; level--) {
+        uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
+        if (UNLIKELY(addr + 8 > m->size))
+            return 0;
+        uint64_t pfn = addr >> FRAME_SHIFT;
+        const uint8_t *frame = m->level_frame[level];
+        if (!(frame && m->level_pfn[level] == pfn)) {
+            frame = mem_frame(m, pfn);
+            if (UNLIKELY(!frame))
+                return 0;  /* never written: not present */
+            m->level_pfn[level] = pfn;
+            m->level_frame[level] = (uint8_t *)frame;
+        }
+        uint64_t entry;
+        memcpy(&entry, frame + (addr & (PAGE_4K - 8u)), 8);
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+        entry = __builtin_bswap64(entry);
+#endif
+        uint32_t ps = (uint32_t)(entry >> 7 & 1);
+        if (UNLIKELY(!(entry & need) || (entry & u->sl_reserved[level][ps])))
+            return 0;
+        perm &= entry;
+        if (level == 1 || ps) {
+            uint64_t page_mask = (1ull << level_shift(level)) - 1;
+            walk_leaf leaf = {0, level, (uint32_t)(perm & 7), (uint32_t)(entry >> 11 & 1),
+                              (uint32_t)(entry >> 62 & 1), entry & u->addr_mask & ~page_mask};
+            h->iotlb_misses++;
+            h->walks++;
+            h->memory_reads += levels - level + 1;
+            iotlb_fill(u, ctx->did, iova, &leaf, h);
+            *hpa = leaf.base | (iova & page_mask);
+            return 1;
+        }
+        table = entry & u->addr_mask;
+    }
+    return 0;  /* unreachable: level 1 is always a leaf */
+}
+
+NOINLINE static int fast_miss(iommu_unit *u, const fast_context *f, uint64_t iova,
+                              uint32_t write, uint64_t *hpa, hot_counters *h)
+{
+    switch (f->levels) {
+    case 2: return fast_miss_levels(u, f->ctx, 2, iova, write, hpa, h);
+    case 3: return fast_miss_levels(u, f->ctx, 3, iova, write, hpa, h);
+    case 4: return fast_miss_levels(u, f->ctx, 4, iova, write, hpa, h);
+    case 5: return fast_miss_levels(u, f->ctx, 5, iova, write, hpa, h);
+    default: return 0;
+    }
+}
+
 /* The batch loop: requests in order, exactly as one unit_translate call each; the hot
- * counters stay in registers until the end (the arrays do not overlap the unit). */
+ * counters stay in locals until the end (the arrays do not overlap the unit).
+ * Requests of the fast context (see fast_context) take the short paths: runs of 4 KiB
+ * IOTLB hits (hit_run), and a miss with no larger-page entries to look at (fast_miss).
+ * Anything else, and anything those paths meet that is not plain, goes through
+ * translate_from_context or translate, which see the unit exactly as the short paths
+ * left it. */
 static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids,
                            const uint64_t *restrict iovas, const uint8_t *restrict accesses,
                            uint64_t n, uint64_t *restrict out_hpa, uint8_t *restrict out_fault,
@@ -1167,107 +1456,55 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
 {
     hot_counters h = {0, 0, 0, 0, 0, 0, 0};
     iommu_result r;
-    uint32_t fast_sid = 0;
-    context_entry *fast_ctx = NULL;
-    uint64_t fast_high = 0;  /* address bits beyond the context's width */
-    uint32_t fast_tag = 0;   /* the IOTLB tag of a 4 KiB entry of the context's domain */
-    uint64_t fast_key = 0;   /* the tag's part of the IOTLB hash key */
-    uint64_t fast_hits = 0;  /* requests served by the fast IOTLB-hit path */
-    /* What never changes after unit_new, in locals (registers) for the fast path. */
-    slot_cache *tlb = &u->iotlb;
-    const hash_cell *const cells = tlb->cells;
-    const uint64_t hmask = tlb->hmask;
-    const uint32_t hshift = 64u - tlb->hbits;
-    cache_link *const link = tlb->link;
-    const int32_t head = (int32_t)tlb->size;
-    const int lru = tlb->policy == POLICY_LRU;
-    const int one_set = tlb->nsets == 1;  /* the fast path keeps one list's tail in mru */
-    const iotlb_entry *const values = u->iotlb_values;
-    const uint64_t *const generation = u->mem->generation;
-    const int track_stale = u->cfg.track_stale != 0;
-    int32_t mru = link[head].prev;  /* the list's tail, kept in a register */
-    for (uint64_t i = 0; i < n; i++) {
+    fast_context f = {NULL, 0, 0, 0, 0, ~0ull, 0};
+    const batch_io io = {sids, iovas, accesses, out_hpa, out_fault, out_flags};
+    const slot_cache *tlb = &u->iotlb;
+    uint64_t (*const hit_runner)(iommu_unit *, const fast_context *, const batch_io *, uint64_t,
+                                 uint64_t, int *) =
+        tlb->policy != POLICY_LRU || !tlb->ring ? hit_run_untouched
+                                  : (tlb->nsets == 1 ? hit_run_one_ring : hit_run_set_rings);
+    uint64_t fast_hits = 0;  /* requests served by hit runs */
+    uint64_t i = 0;
+    while (i < n) {
         uint32_t sid = sids[i];
         uint64_t iova = iovas[i];
         uint32_t access = accesses[i];
-        if (fast_ctx && sid == fast_sid) {
-            /* What translate() does when the context lookup finds the memo'd entry that
-             * is already the most recently used: no replacement state changes. */
-            /* An untranslated request inside the width that a 4 KiB IOTLB entry (looked
-             * up first) serves with the right permission, entries unchanged since they
-             * were checked: the IOTLB-hit path of translate_with_context, then nothing
-             * for the tail to do. Anything else takes the general path, which sees the
-             * IOTLB exactly as it was (nothing has been touched yet). */
-            if (LIKELY(!(access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) &&
-                       !(iova & fast_high))) {
-                uint64_t vpn = iova >> 12;
-                int32_t s = tlb->last;
-                if (!(s >= 0 && tlb->last_a == vpn && tlb->last_b == fast_tag)) {
-                    s = -1;  /* cache_find, with the constants in registers */
-                    if (u->iotlb_level_count[1]) {
-                        uint64_t c = ((vpn ^ fast_key) * 0x9E3779B97F4A7C15ull) >> hshift;
-                        while (cells[c].slot >= 0) {
-                            if (cells[c].a == vpn && cells[c].b == fast_tag) {
-                                s = cells[c].slot;
-                                break;
-                            }
-                            c = (c + 1) & hmask;
-                        }
-                    }
-                }
-                if (s >= 0) {
-                    const iotlb_entry *e = &values[s];
-                    uint64_t gen = *generation;
-                    if (one_set && (iotlb_perm(e) & (access & ACCESS_WRITE ? SL_W : SL_R)) &&
-                        (!track_stale || (e->gen == gen && fast_ctx->gen == gen))) {
-                        tlb->last = s;
-                        tlb->last_a = vpn;
-                        tlb->last_b = fast_tag;
-                        if (lru && mru != s) {  /* list_unlink, list_append */
-                            int32_t p = link[s].prev, nx = link[s].next;
-                            link[p].next = nx;
-                            link[nx].prev = p;
-                            int32_t tail = mru;  /* s is not the tail: nx != head */
-                            link[s].prev = tail;
-                            link[s].next = head;
-                            link[tail].next = s;
-                            link[head].prev = s;
-                            mru = s;
-                        }
-                        fast_hits++;
-                        out_hpa[i] = e->base | (iova & (PAGE_4K - 1));
-                        out_fault[i] = 0;
-                        out_flags[i] = FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT;
-                        continue;
-                    }
-                } else if (!u->iotlb_level_count[2] && !u->iotlb_level_count[3]) {
-                    /* no entry at any level: the lookup would miss (a miss touches nothing) */
+        int known_miss = 0;
+        if (f.ctx && sid == f.sid &&
+            !((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & f.high))) {
+            if (cache_find(tlb, iova >> 12, f.tag) >= 0) {
+                int missed;
+                uint64_t j = hit_runner(u, &f, &io, i, n, &missed);
+                if (j > i) {
+                    fast_hits += j - i;
+                    i = j;
+                    continue;
+                }  /* else not a plain hit (no right, stale check, full ring): below */
+            } else if (!u->iotlb_level_count[2] && !u->iotlb_level_count[3]) {
+                known_miss = 1;  /* no entry at any level: the lookup misses */
+                if (f.walk && fast_miss(u, &f, iova, access & ACCESS_WRITE, &out_hpa[i], &h)) {
                     h.translations++;
                     h.context_hits++;
-                    translate_from_context(u, fast_ctx, sid, iova, access, FLAG_CONTEXT_HIT,
-                                           &r, &h, 1);
-                    goto store;
+                    out_fault[i] = 0;
+                    out_flags[i] = FLAG_CONTEXT_HIT;
+                    i++;
+                    continue;
                 }
             }
+        }
+        if (f.ctx && sid == f.sid) {
             h.translations++;
             h.context_hits++;
-            translate_from_context(u, fast_ctx, sid, iova, access, FLAG_CONTEXT_HIT, &r, &h, 0);
+            translate_from_context(u, f.ctx, sid, iova, access, FLAG_CONTEXT_HIT, &r, &h,
+                                   known_miss);
         } else {
             translate(u, sid, iova, access, &r, &h);
-            fast_ctx = context_memo_mru(u, &fast_sid);
-            if (fast_ctx) {
-                fast_high = fast_ctx->width < 64 ? ~0ull << fast_ctx->width : 0;
-                fast_tag = iotlb_tag(fast_ctx->did, 1);
-                fast_key = (uint64_t)fast_tag << 44 ^ (uint64_t)fast_tag;  /* as cache_home */
-                if (fast_ctx->tt == TT_PASSTHROUGH)
-                    fast_high = ~0ull;  /* pass-through: never the IOTLB path */
-            }
         }
-    store:
-        mru = link[head].prev;  /* the general path may have changed the list */
+        fast_context_set(u, &f);
         out_hpa[i] = r.hpa;
         out_fault[i] = r.fault;
         out_flags[i] = r.flags;
+        i++;
     }
     h.translations += fast_hits;
     h.context_hits += fast_hits;
@@ -1397,8 +1634,12 @@ uint64_t unit_iotlb_slot_bytes(const iommu_unit *u)
     const slot_cache *c = &u->iotlb;
     if (c->size == 0)
         return 0;
-    uint64_t per_slot = sizeof(iotlb_entry) + sizeof *c->free_stack + sizeof *c->link +
-                        sizeof *c->key_a + sizeof *c->key_b + sizeof *c->valid;
+    uint64_t per_slot = sizeof(iotlb_entry) + sizeof *c->free_stack + sizeof *c->key_a +
+                        sizeof *c->key_b + sizeof *c->valid;
+    if (c->ring)  /* the slot's ring position and its share of the rings */
+        per_slot += sizeof *c->ring_pos +
+                    ((uint64_t)c->nsets * (c->ring_mask + 1) * sizeof *c->ring + c->size - 1) /
+                        c->size;
     uint64_t cells = (c->hmask + 1) * sizeof *c->cells;
     return per_slot + (cells + c->size - 1) / c->size;
 }

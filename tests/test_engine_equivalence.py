@@ -6,6 +6,7 @@ every request, memory write, invalidation and software fault-register write.
 """
 from __future__ import annotations
 
+import random
 from array import array
 
 import pytest
@@ -506,6 +507,42 @@ def test_replacement_order_matches(policy, size):
     pair.both("invalidate_iotlb", 2, 1)
     pair.both("invalidate_context", 3, 2, 1, 3)
     pair.batch(reqs)
+
+
+@pytest.mark.parametrize("policy", [0, 1, 2])
+@pytest.mark.parametrize("size,ways", [(8, 0), (8, 2), (8, 4), (6, 3), (32, 0)])
+def test_long_streams_keep_exact_replacement(policy, size, ways):
+    """Long skewed streams (mostly hits on a few hot pages, some cold misses) in big
+    batches, with page-selective invalidations between them: the C engine's recency
+    rings are compacted many times over and must still evict exactly the slots the
+    reference's ordered dictionaries do, request for request."""
+    config = EngineConfig(iotlb_entries=size, iotlb_ways=ways, context_entries=4, policy=policy,
+                          seed=11)
+    pair = Pair(config, 1 << 52)
+    mem = pair.mem
+    root, ctx, l4, l3, l2, l1 = POOL[:6]
+    mem.write_u64(root, ctx | 1)
+    for devfn in range(3):
+        lo, hi = ContextEntry(True, False, 0, l4, 2, 1 + devfn).encode()
+        mem.write_u64(ctx + 16 * devfn, lo)
+        mem.write_u64(ctx + 16 * devfn + 8, hi)
+    mem.write_u64(l4, l3 | 3)
+    mem.write_u64(l3, l2 | 3)
+    mem.write_u64(l2, l1 | 3)
+    for i in range(64):
+        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
+    pair.both("set_root_table", root)
+    pair.both("set_enabled", True)
+    rng = random.Random(size * 100 + ways * 10 + policy)
+    for round_ in range(6):
+        reqs = []
+        for _ in range(3000):
+            page = rng.randrange(size + 2) if rng.random() < 0.9 else rng.randrange(64)
+            sid = 0 if rng.random() < 0.97 else rng.randrange(3)
+            reqs.append((sid, page << 12 | rng.randrange(4096), rng.randrange(2)))
+        pair.batch(reqs)
+        pair.both("invalidate_iotlb", 3, 1 + round_ % 3, rng.randrange(64) << 12, round_ % 3, 0)
+    assert pair.c.counter_values()["iotlb_hits"] > 5_000
 
 
 def test_batch_accepts_buffers_and_checks_lengths():
