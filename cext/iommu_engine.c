@@ -263,8 +263,12 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
 
 /* ============================================================ replacement caches */
 
-/* SlotCache: `size` slots in sets of `ways`; a hash from key to slot; free slots as a
- * stack per set (the set's lowest slot on top at start). Keys are (a, b).
+/* SlotCache: `size` slots in sets of `ways`; free slots as a stack per set (the set's
+ * lowest slot on top at start). Keys are (a, b).
+ *
+ * The hash from key to slot chains slots: a bucket holds the first slot of its chain,
+ * each slot the next one (buckets: a power of two >= 4 * size, so chains are short). A
+ * fill and an eviction are two or three stores each, with no probing run to repair.
  *
  * Order (LRU: of last use; FIFO: of filling) is a recency ring per set: every use (LRU)
  * or fill appends the slot to its set's ring and records where (ring_pos). A record is
@@ -273,12 +277,6 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
  * A full ring is compacted in place (current records kept, in order). Each record is
  * written once and read once more, so a use costs two stores and no pointer chase, and
  * replacement stays exact. Random replacement keeps no ring. */
-typedef struct {
-    uint64_t a;
-    uint32_t b;
-    int32_t slot;  /* -1: empty cell */
-} hash_cell;
-
 typedef struct {
     uint32_t size, used, policy;
     uint32_t ways, nsets;  /* set k owns slots k*ways .. k*ways + ways - 1 */
@@ -294,7 +292,8 @@ typedef struct {
     uint64_t *key_a;
     uint32_t *key_b;
     uint8_t *valid;
-    hash_cell *cells;
+    int32_t *bucket;       /* hmask + 1 chains' first slots (-1: empty) */
+    int32_t *chain;        /* per slot: the next slot in its bucket's chain (-1: last) */
     uint64_t hmask;
     uint32_t hbits;
     int32_t last;  /* the slot the last lookup found (-1: none), and its key: checked */
@@ -352,9 +351,10 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
     c->key_a = calloc((size_t)size + 1, sizeof *c->key_a);
     c->key_b = calloc((size_t)size + 1, sizeof *c->key_b);
     c->valid = calloc((size_t)size + 1, 1);
-    c->cells = malloc((size_t)(c->hmask + 1) * sizeof *c->cells);
+    c->bucket = malloc((size_t)(c->hmask + 1) * sizeof *c->bucket);
+    c->chain = malloc(((size_t)size + 1) * sizeof *c->chain);
     if (!c->free_stack || !c->set_nfree || !c->key_a || !c->key_b ||
-        !c->valid || !c->cells)
+        !c->valid || !c->bucket || !c->chain)
         return -1;
     for (uint32_t set = 0; set < c->nsets; set++) {
         uint32_t base = set * ways;
@@ -363,7 +363,7 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
         c->set_nfree[set] = ways;
     }
     for (uint64_t i = 0; i <= c->hmask; i++)
-        c->cells[i].slot = -1;
+        c->bucket[i] = -1;
     return 0;
 }
 
@@ -379,7 +379,8 @@ static void cache_release(slot_cache *c)
     free(c->key_a);
     free(c->key_b);
     free(c->valid);
-    free(c->cells);
+    free(c->bucket);
+    free(c->chain);
 }
 
 /* The set slot `s` belongs to (no division when fully associative). */
@@ -474,15 +475,10 @@ static inline int ring_is_newest(const slot_cache *c, int32_t s)
 /* The slot holding a key, or -1; no replacement state is touched (a peek). */
 static HOT_INLINE int32_t cache_find(const slot_cache *c, uint64_t a, uint32_t b)
 {
-    uint64_t i = cache_home(c, a, b);
-    for (;;) {  /* bounded: at most `size` of >= 2 * size cells are used */
-        const hash_cell *h = &c->cells[i];
-        if (h->slot < 0)
-            return -1;
-        if (h->a == a && h->b == b)
-            return h->slot;
-        i = (i + 1) & c->hmask;
-    }
+    int32_t s = c->bucket[cache_home(c, a, b)];
+    while (s >= 0 && !(c->key_a[s] == a && c->key_b[s] == b))
+        s = c->chain[s];  /* bounded: a chain holds each occupied slot at most once */
+    return s;
 }
 
 static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
@@ -491,7 +487,7 @@ static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
     if (s >= 0 && c->last_a == a && c->last_b == b) {
         /* the same slot as last time (keys are unique: it is the hash's answer too) */
     } else {
-        s = cache_find(c, a, b);  /* an empty cache has only empty cells: -1 */
+        s = cache_find(c, a, b);  /* an empty cache has only empty buckets: -1 */
         if (s < 0)
             return -1;
         c->last = s;
@@ -503,39 +499,23 @@ static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
     return s;
 }
 
-static HOT_INLINE void hash_delete(slot_cache *c, uint64_t a, uint32_t b)
+/* Take occupied slot s out of its bucket's chain. */
+static HOT_INLINE void hash_unlink(slot_cache *c, int32_t s)
 {
-    uint64_t i = cache_home(c, a, b);
-    while (c->cells[i].slot >= 0 && !(c->cells[i].a == a && c->cells[i].b == b))
-        i = (i + 1) & c->hmask;
-    if (c->cells[i].slot < 0)
-        return;
-    uint64_t j = i;
-    for (;;) {  /* backward-shift deletion */
-        j = (j + 1) & c->hmask;
-        if (c->cells[j].slot < 0)
-            break;
-        uint64_t k = cache_home(c, c->cells[j].a, c->cells[j].b);
-        int stays = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
-        if (stays)
-            continue;
-        c->cells[i] = c->cells[j];
-        i = j;
+    int32_t *at = &c->bucket[cache_home(c, c->key_a[s], c->key_b[s])];
+    while (*at != s) {
+        if (*at < 0)
+            return;  /* not reached: an occupied slot is in its chain */
+        at = &c->chain[*at];
     }
-    c->cells[i].slot = -1;
+    *at = c->chain[s];
 }
 
-static HOT_INLINE void hash_insert(slot_cache *c, uint64_t a, uint32_t b, int32_t slot)
+static HOT_INLINE void hash_link(slot_cache *c, uint64_t a, uint32_t b, int32_t s)
 {
-    uint64_t i = cache_home(c, a, b);
-    while (c->cells[i].slot >= 0) {
-        if (c->cells[i].a == a && c->cells[i].b == b)
-            break;  /* not reached: a key is inserted only after a lookup missed */
-        i = (i + 1) & c->hmask;
-    }
-    c->cells[i].a = a;
-    c->cells[i].b = b;
-    c->cells[i].slot = slot;
+    int32_t *first = &c->bucket[cache_home(c, a, b)];
+    c->chain[s] = *first;
+    *first = s;
 }
 
 /* Take a slot of set `set` for a new key: a free one, else the policy's victim in the
@@ -565,13 +545,13 @@ static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, ui
         *evicted = 1;
         if (c->last == s)
             c->last = -1;
-        hash_delete(c, c->key_a[s], c->key_b[s]);
+        hash_unlink(c, s);
         c->used--;
     }
     c->key_a[s] = a;
     c->key_b[s] = b;
     c->valid[s] = 1;
-    hash_insert(c, a, b, s);
+    hash_link(c, a, b, s);
     if (c->policy != POLICY_RANDOM)
         ring_push(c, s);
     c->used++;
@@ -583,7 +563,7 @@ static void cache_remove_slot(slot_cache *c, int32_t s)
 {
     if (c->last == s)
         c->last = -1;
-    hash_delete(c, c->key_a[s], c->key_b[s]);
+    hash_unlink(c, s);
     c->valid[s] = 0;  /* its records are no longer current */
     c->key_a[s] = 0;
     c->key_b[s] = 0;
@@ -604,7 +584,7 @@ typedef struct {
  * bits: permission R/W/X in 2:0, SNP in 3, TM in 4. */
 typedef struct {
     uint64_t vpn, base, gen;
-    uint16_t did;
+    uint32_t did;  /* up to 18 bits: CAP.ND's reserved value 7 reads as 18 */
     uint8_t level, bits;
 } iotlb_entry;
 
@@ -617,7 +597,7 @@ static inline uint32_t iotlb_tm(const iotlb_entry *e) { return e->bits >> 4 & 1u
  * region the entry covers. */
 typedef struct {
     uint64_t vpn, table, gen;
-    uint16_t did;
+    uint32_t did;
     uint8_t level, perm;
 } psc_entry;
 
@@ -884,7 +864,7 @@ static void psc_fill(iommu_unit *u, uint32_t did, uint32_t level, uint64_t iova,
         u->counters.psc_evictions++;
         u->psc_level_count[e->level]--;
     }
-    e->did = (uint16_t)did;
+    e->did = did;
     e->level = (uint8_t)level;
     e->perm = (uint8_t)perm;
     e->vpn = vpn;
@@ -929,7 +909,7 @@ static HOT_INLINE void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, co
         h->iotlb_evictions++;
         u->iotlb_level_count[e->level]--;
     }
-    e->did = (uint16_t)did;  /* domain ids are at most 16 bits (CAP.ND) */
+    e->did = did;
     e->level = (uint8_t)leaf->level;
     e->vpn = vpn;
     e->base = leaf->base;
@@ -1297,8 +1277,7 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
                                    uint64_t i, uint64_t n, const int touch, int *missed)
 {
     slot_cache *tlb = &u->iotlb;
-    const hash_cell *const cells = tlb->cells;
-    const uint64_t hmask = tlb->hmask;
+    const int32_t *const bucket = tlb->bucket, *const chain = tlb->chain;
     const uint32_t hshift = 64u - tlb->hbits;
     const iotlb_entry *const values = u->iotlb_values;
     const uint64_t gen = *u->mem->generation;
@@ -1325,10 +1304,10 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
             ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
             break;
         uint64_t vpn = iova >> 12;
-        uint64_t c = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift;  /* cache_find */
-        int32_t s;
-        while ((s = cells[c].slot) >= 0 && !(cells[c].a == vpn && cells[c].b == tag))
-            c = (c + 1) & hmask;
+        /* cache_find, with the keys read from the entries (the same values) */
+        int32_t s = bucket[((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift];
+        while (s >= 0 && !(values[s].vpn == vpn && iotlb_tag(values[s].did, values[s].level) == tag))
+            s = chain[s];
         if (s < 0) {
             *missed = 1;
             break;
@@ -1382,7 +1361,7 @@ NOINLINE static uint64_t hit_run_set_rings(iommu_unit *u, const fast_context *f,
 
 /* The walk and fill of translate_with_context for an untranslated request of the fast
  * context that missed the IOTLB at every level, with `levels` a constant so that the
- * loop unrolls. Returns 0, having changed nothing but the walk memo, when the walk meets
+ * loop unrolls (the caller counts the translation and its context hit). Returns 0, having changed nothing but the walk memo, when the walk meets
  * anything but a present, permitted, well-formed path: the general path then does it
  * all again and reports the fault. */
 static HOT_INLINE int fast_miss_levels(iommu_unit *u, const context_entry *ctx,
@@ -1390,11 +1369,14 @@ static HOT_INLINE int fast_miss_levels(iommu_unit *u, const context_entry *ctx,
                                        uint64_t *hpa, hot_counters *h)
 {
     iommu_mem *m = u->mem;
-    const uint64_t need = write ? SL_W : SL_R;
+    const uint64_t need = write ? SL_W : SL_R, size = m->size, addr_mask = u->addr_mask;
     uint64_t table = ctx->slpt, perm = 7;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 5
+#endif
     for (uint32_t level = levels; level >= 1; level--) {
         uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
-        if (UNLIKELY(addr + 8 > m->size))
+        if (UNLIKELY(addr + 8 > size))
             return 0;
         uint64_t pfn = addr >> FRAME_SHIFT;
         const uint8_t *frame = m->level_frame[level];
@@ -1411,13 +1393,13 @@ static HOT_INLINE int fast_miss_levels(iommu_unit *u, const context_entry *ctx,
         entry = __builtin_bswap64(entry);
 #endif
         uint32_t ps = (uint32_t)(entry >> 7 & 1);
-        if (UNLIKELY(!(entry & need) || (entry & u->sl_reserved[level][ps])))
-            return 0;
+        if (UNLIKELY((~entry & need) | (entry & u->sl_reserved[level][ps])))
+            return 0;  /* not present, no right, or a reserved bit */
         perm &= entry;
         if (level == 1 || ps) {
             uint64_t page_mask = (1ull << level_shift(level)) - 1;
             walk_leaf leaf = {0, level, (uint32_t)(perm & 7), (uint32_t)(entry >> 11 & 1),
-                              (uint32_t)(entry >> 62 & 1), entry & u->addr_mask & ~page_mask};
+                              (uint32_t)(entry >> 62 & 1), entry & addr_mask & ~page_mask};
             h->iotlb_misses++;
             h->walks++;
             h->memory_reads += levels - level + 1;
@@ -1425,20 +1407,62 @@ static HOT_INLINE int fast_miss_levels(iommu_unit *u, const context_entry *ctx,
             *hpa = leaf.base | (iova & page_mask);
             return 1;
         }
-        table = entry & u->addr_mask;
+        table = entry & addr_mask;
     }
     return 0;  /* unreachable: level 1 is always a leaf */
 }
 
-NOINLINE static int fast_miss(iommu_unit *u, const fast_context *f, uint64_t iova,
-                              uint32_t write, uint64_t *hpa, hot_counters *h)
+/* Serve requests from i on while each is, for the fast context, an untranslated request
+ * inside its width that misses the IOTLB at every level (no larger-page entries, and no
+ * 4 KiB one) and whose walk meets only a plain path (fast_miss_levels): the miss path of
+ * translate() for it. Returns the first request not served; a hit stops the run too (a
+ * hit run takes it). The counters live in locals for the run. */
+static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
+                                           const batch_io *io, uint64_t i, uint64_t n,
+                                           const uint32_t levels, hot_counters *counters)
+{
+    const slot_cache *tlb = &u->iotlb;
+    const uint32_t *const level_count = u->iotlb_level_count;
+    const uint32_t sid = f->sid, tag = f->tag;
+    const uint64_t key = f->key, high = f->high;
+    const context_entry *ctx = f->ctx;
+    const uint16_t *const sids = io->sids;
+    const uint64_t *const iovas = io->iovas;
+    const uint8_t *const accesses = io->accesses;
+    hot_counters h = *counters;
+    for (; i < n; i++) {
+        uint64_t iova = iovas[i];
+        uint32_t access = accesses[i];
+        if (sids[i] != sid ||
+            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)) ||
+            level_count[2] || level_count[3])
+            break;
+        uint64_t vpn = iova >> 12;
+        int32_t s = tlb->bucket[((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> (64u - tlb->hbits)];
+        while (s >= 0 && !(tlb->key_a[s] == vpn && tlb->key_b[s] == tag))
+            s = tlb->chain[s];
+        if (s >= 0)
+            break;
+        if (!fast_miss_levels(u, ctx, levels, iova, access & ACCESS_WRITE, &io->out_hpa[i], &h))
+            break;
+        h.translations++;
+        h.context_hits++;
+        io->out_fault[i] = 0;
+        io->out_flags[i] = FLAG_CONTEXT_HIT;
+    }
+    *counters = h;
+    return i;
+}
+
+NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const batch_io *io,
+                                  uint64_t i, uint64_t n, hot_counters *h)
 {
     switch (f->levels) {
-    case 2: return fast_miss_levels(u, f->ctx, 2, iova, write, hpa, h);
-    case 3: return fast_miss_levels(u, f->ctx, 3, iova, write, hpa, h);
-    case 4: return fast_miss_levels(u, f->ctx, 4, iova, write, hpa, h);
-    case 5: return fast_miss_levels(u, f->ctx, 5, iova, write, hpa, h);
-    default: return 0;
+    case 2: return miss_run_levels(u, f, io, i, n, 2, h);
+    case 3: return miss_run_levels(u, f, io, i, n, 3, h);
+    case 4: return miss_run_levels(u, f, io, i, n, 4, h);
+    case 5: return miss_run_levels(u, f, io, i, n, 5, h);
+    default: return i;
     }
 }
 
@@ -1482,13 +1506,12 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
                 }  /* else not a plain hit (no right, stale check, full ring): below */
             } else if (!u->iotlb_level_count[2] && !u->iotlb_level_count[3]) {
                 known_miss = 1;  /* no entry at any level: the lookup misses */
-                if (f.walk && fast_miss(u, &f, iova, access & ACCESS_WRITE, &out_hpa[i], &h)) {
-                    h.translations++;
-                    h.context_hits++;
-                    out_fault[i] = 0;
-                    out_flags[i] = FLAG_CONTEXT_HIT;
-                    i++;
-                    continue;
+                if (f.walk) {
+                    uint64_t j = miss_run(u, &f, &io, i, n, &h);
+                    if (j > i) {
+                        i = j;
+                        continue;
+                    }  /* else the walk met something that is not plain: below */
                 }
             }
         }
@@ -1640,6 +1663,7 @@ uint64_t unit_iotlb_slot_bytes(const iommu_unit *u)
         per_slot += sizeof *c->ring_pos +
                     ((uint64_t)c->nsets * (c->ring_mask + 1) * sizeof *c->ring + c->size - 1) /
                         c->size;
-    uint64_t cells = (c->hmask + 1) * sizeof *c->cells;
-    return per_slot + (cells + c->size - 1) / c->size;
+    per_slot += sizeof *c->chain;
+    uint64_t buckets = (c->hmask + 1) * sizeof *c->bucket;
+    return per_slot + (buckets + c->size - 1) / c->size;
 }

@@ -545,6 +545,37 @@ def test_long_streams_keep_exact_replacement(policy, size, ways):
     assert pair.c.counter_values()["iotlb_hits"] > 5_000
 
 
+@pytest.mark.parametrize("policy", [0, 1])
+def test_batch_large_page_filled_mid_run(policy):
+    """In one batch: misses on 4 KiB pages, then a walk that ends at a 2 MiB (and a
+    1 GiB) leaf, then more requests inside that large page. Those must hit the large
+    entry just filled, in the middle of a run of misses, as one request at a time does."""
+    config = EngineConfig(iotlb_entries=16, policy=policy)
+    pair = Pair(config, 1 << 52)
+    mem = pair.mem
+    root, ctx, l4, l3, l2, l1 = POOL[:6]
+    mem.write_u64(root, ctx | 1)
+    lo, hi = ContextEntry(True, False, 0, l4, 2, 1).encode()
+    mem.write_u64(ctx, lo)
+    mem.write_u64(ctx + 8, hi)
+    mem.write_u64(l4, l3 | 3)
+    mem.write_u64(l3, l2 | 3)
+    mem.write_u64(l3 + 8, 0x40000000 | 0x83)  # 1 GiB page at 1 GiB
+    mem.write_u64(l2, l1 | 3)
+    mem.write_u64(l2 + 8, 0x600000 | 0x83)  # 2 MiB page at 2 MiB
+    for i in range(8):
+        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
+    pair.both("set_root_table", root)
+    pair.both("set_enabled", True)
+    reqs = [(0, i << 12, 0) for i in range(8)]
+    reqs += [(0, 0x200000 + k * 0x3000, 0) for k in range(6)]
+    reqs += [(0, 0x40000000 + k * 0x123000, 1) for k in range(6)]
+    reqs += [(0, (i << 12) | 8, 0) for i in range(8)]
+    pair.batch(reqs)
+    counters = pair.c.counter_values()
+    assert counters["walks"] == 10 and counters["iotlb_hits"] == 18, counters
+
+
 def test_batch_accepts_buffers_and_checks_lengths():
     config = EngineConfig()
     mem = PhysicalMemory()
