@@ -24,7 +24,7 @@ class OptionalBuildExt(build_ext):
     @staticmethod
     def _warn(exc):
         msg = f"iommu: C engine not built ({exc}); the pure-Python engine will be used"
-        warnings.warn(msg)
+        warnings.warn(msg, stacklevel=2)
         print(msg, file=sys.stderr)
 
 

@@ -62,11 +62,13 @@ enum {
 enum { POLICY_LRU = 0, POLICY_FIFO = 1, POLICY_RANDOM = 2 };
 
 #if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
 #define COLD __attribute__((cold, noinline))
 #define HOT_INLINE __attribute__((always_inline)) inline
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
+#define NOINLINE
 #define COLD
 #define HOT_INLINE inline
 #define LIKELY(x) (x)
@@ -271,11 +273,11 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
  * fill and an eviction are two or three stores each, with no probing run to repair.
  *
  * Order (LRU: of last use; FIFO: of filling) is a recency ring per set: every use (LRU)
- * or fill appends the slot to its set's ring and records where (ring_pos). A record is
+ * or fill appends the slot to its set's ring and notes where (ring_pos). A record is
  * current while it is its slot's newest and the slot is occupied; older records are
  * skipped when met. The victim is the set's oldest current record, popped from the head.
- * A full ring is compacted in place (current records kept, in order). Each record is
- * written once and read once more, so a use costs two stores and no pointer chase, and
+ * A full ring is compacted in place, branch-free (current records kept, in order). A use
+ * costs two stores and no pointer chase, each record is read back about once, and
  * replacement stays exact. Random replacement keeps no ring. */
 typedef struct {
     uint32_t size, used, policy;
@@ -287,7 +289,6 @@ typedef struct {
     uint32_t *ring_pos;    /* per slot: the ring index of its newest record */
     uint64_t *ring_head;   /* per set: position of its oldest record (index: & ring_mask) */
     uint64_t *ring_tail;   /* per set: position after its newest record */
-    uint64_t *ring_synced; /* per set: ring_pos is up to date for records before it */
     uint32_t ring_mask;    /* records per set's ring - 1: a power of two >= 8 * ways, - 1 */
     uint64_t *key_a;
     uint32_t *key_b;
@@ -344,8 +345,7 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
         c->ring_pos = calloc((size_t)size, sizeof *c->ring_pos);
         c->ring_head = calloc((size_t)c->nsets, sizeof *c->ring_head);
         c->ring_tail = calloc((size_t)c->nsets, sizeof *c->ring_tail);
-        c->ring_synced = calloc((size_t)c->nsets, sizeof *c->ring_synced);
-        if (!c->ring || !c->ring_pos || !c->ring_head || !c->ring_tail || !c->ring_synced)
+        if (!c->ring || !c->ring_pos || !c->ring_head || !c->ring_tail)
             return -1;
     }
     c->key_a = calloc((size_t)size + 1, sizeof *c->key_a);
@@ -375,7 +375,6 @@ static void cache_release(slot_cache *c)
     free(c->ring_pos);
     free(c->ring_head);
     free(c->ring_tail);
-    free(c->ring_synced);
     free(c->key_a);
     free(c->key_b);
     free(c->valid);
@@ -389,26 +388,12 @@ static inline uint32_t cache_set(const slot_cache *c, int32_t s)
     return c->nsets == 1 ? 0 : (uint32_t)s / c->ways;
 }
 
-/* Bring ring_pos up to date: the hot path appends records without it (a store whose
- * address depends on the slot would make the next lookups wait for it); here each
- * record since the last sync names its slot's newest position, in order. */
-static inline void ring_sync(slot_cache *c, uint32_t set)
-{
-    const uint32_t *ring = c->ring + (size_t)set * (c->ring_mask + 1);
-    for (uint64_t r = c->ring_synced[set]; r != c->ring_tail[set]; r++) {
-        uint32_t idx = (uint32_t)r & c->ring_mask;
-        c->ring_pos[ring[idx]] = idx;
-    }
-    c->ring_synced[set] = c->ring_tail[set];
-}
-
 /* Keep the current records of a full ring, in order, from its head on. Branch-free
  * (most records are old uses, and which ones is random): every record is copied down
  * and the write position moves past it only when it is current. A slot's current record
  * is its last, so nothing is overwritten before it is read. */
-COLD static void ring_compact(slot_cache *c, uint32_t set)
+NOINLINE static void ring_compact(slot_cache *c, uint32_t set)
 {
-    ring_sync(c, set);
     uint32_t *ring = c->ring + (size_t)set * (c->ring_mask + 1);
     uint32_t *pos = c->ring_pos;
     const uint8_t *valid = c->valid;
@@ -420,10 +405,10 @@ COLD static void ring_compact(slot_cache *c, uint32_t set)
         uint32_t to = (uint32_t)w & mask;
         uint32_t was = pos[s], current = (uint32_t)valid[s] & (uint32_t)(was == idx);
         ring[to] = s;
-        pos[s] = current ? to : was;
+        pos[s] = was ^ ((was ^ to) & (0u - current));  /* to if current: no branch */
         w += current;
     }
-    c->ring_tail[set] = c->ring_synced[set] = w;
+    c->ring_tail[set] = w;
 }
 
 /* Append slot s (occupied) to its set's ring: it is now the newest. A full ring is
@@ -439,16 +424,12 @@ static HOT_INLINE void ring_push(slot_cache *c, int32_t s)
     uint32_t idx = (uint32_t)t & c->ring_mask;
     c->ring[(size_t)set * (c->ring_mask + 1) + idx] = (uint32_t)s;
     c->ring_pos[s] = idx;
-    if (c->ring_synced[set] == t)
-        c->ring_synced[set] = t + 1;
     c->ring_tail[set] = t + 1;
 }
 
 /* Pop the set's oldest current record: its slot (the set is full, so one exists). */
 static HOT_INLINE int32_t ring_pop_oldest(slot_cache *c, uint32_t set)
 {
-    if (c->ring_synced[set] != c->ring_tail[set])
-        ring_sync(c, set);
     const uint32_t *ring = c->ring + (size_t)set * (c->ring_mask + 1);
     for (uint64_t r = c->ring_head[set]; r != c->ring_tail[set]; r++) {
         uint32_t idx = (uint32_t)r & c->ring_mask, s = ring[idx];
@@ -584,10 +565,12 @@ typedef struct {
  * bits: permission R/W/X in 2:0, SNP in 3, TM in 4. */
 typedef struct {
     uint64_t vpn, base, gen;
-    uint32_t did;  /* up to 18 bits: CAP.ND's reserved value 7 reads as 18 */
-    uint8_t level, bits;
+    uint32_t tag;  /* iotlb_tag(did, level), as the hash key; did up to 18 bits (CAP.ND 7) */
+    uint8_t bits;
 } iotlb_entry;
 
+static inline uint32_t iotlb_level(const iotlb_entry *e) { return e->tag & 3u; }
+static inline uint32_t iotlb_did(const iotlb_entry *e) { return e->tag >> 2; }
 static inline uint32_t iotlb_perm(const iotlb_entry *e) { return e->bits & 7u; }
 static inline uint32_t iotlb_snp(const iotlb_entry *e) { return e->bits >> 3 & 1u; }
 static inline uint32_t iotlb_tm(const iotlb_entry *e) { return e->bits >> 4 & 1u; }
@@ -907,10 +890,9 @@ static HOT_INLINE void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, co
     iotlb_entry *e = &u->iotlb_values[s];
     if (evicted) {
         h->iotlb_evictions++;
-        u->iotlb_level_count[e->level]--;
+        u->iotlb_level_count[iotlb_level(e)]--;
     }
-    e->did = did;
-    e->level = (uint8_t)leaf->level;
+    e->tag = iotlb_tag(did, leaf->level);
     e->vpn = vpn;
     e->base = leaf->base;
     e->bits = (uint8_t)(leaf->perm | leaf->snp << 3 | leaf->tm << 4);
@@ -1031,7 +1013,7 @@ static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry
             out->fault = write ? FR_WRITE_NOT_PERMITTED : FR_READ_NOT_PERMITTED;
             return;
         }
-        uint64_t size = 1ull << level_shift(e->level);
+        uint64_t size = 1ull << level_shift(iotlb_level(e));
         out->fault = 0;
         out->hpa = e->base | (iova & (size - 1));
         out->page_size = size;
@@ -1130,7 +1112,7 @@ COLD static void check_stale(iommu_unit *u, context_entry *ctx, iotlb_entry *hit
     if (!ctx_fault && context_same_as(ctx, &fresh_ctx))
         ctx->gen = gen;
     if (hit && have_leaf && !leaf.fault && fresh_ctx.did == ctx->did &&
-        hit->level == leaf.level && hit->base == leaf.base && iotlb_perm(hit) == leaf.perm &&
+        iotlb_level(hit) == leaf.level && hit->base == leaf.base && iotlb_perm(hit) == leaf.perm &&
         iotlb_snp(hit) == leaf.snp && iotlb_tm(hit) == leaf.tm)
         hit->gen = gen;
 }
@@ -1264,6 +1246,16 @@ typedef struct {
     uint8_t *out_fault, *out_flags;
 } batch_io;
 
+/* The IOTLB entry with this key further along a chain from slot s, or -1. */
+NOINLINE static int32_t iotlb_chain_find(const int32_t *chain, const iotlb_entry *values,
+                                         int32_t s, uint64_t vpn, uint32_t tag)
+{
+    do
+        s = chain[s];
+    while (s >= 0 && !(values[s].vpn == vpn && values[s].tag == tag));
+    return s;
+}
+
 /* LRU bookkeeping of a hit run: none (FIFO, random), the one set's ring with its tail in
  * a register, or ring_push (several sets). */
 enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2 };
@@ -1284,7 +1276,7 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
     const uint64_t gen_mask = u->cfg.track_stale ? ~0ull : 0;  /* 0: generations ignored */
     const uint32_t sid = f->sid, tag = f->tag;
     const uint64_t key = f->key, high = f->high;
-    uint32_t *const ring = tlb->ring;
+    uint32_t *const ring = tlb->ring, *const ring_pos = tlb->ring_pos;
     const uint32_t ring_mask = tlb->ring_mask;
     uint64_t t = 0, ring_end = 0;  /* the ring's tail, and the position where it is full */
     if (touch == TOUCH_ONE_RING) {
@@ -1304,10 +1296,11 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
             ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
             break;
         uint64_t vpn = iova >> 12;
-        /* cache_find, with the keys read from the entries (the same values) */
+        /* cache_find, with the keys read from the entries (the same values); the rest of
+         * a chain out of line, so the loop keeps its registers */
         int32_t s = bucket[((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift];
-        while (s >= 0 && !(values[s].vpn == vpn && iotlb_tag(values[s].did, values[s].level) == tag))
-            s = chain[s];
+        if (s >= 0 && !(values[s].vpn == vpn && values[s].tag == tag))
+            s = iotlb_chain_find(chain, values, s, vpn, tag);
         if (s < 0) {
             *missed = 1;
             break;
@@ -1318,7 +1311,9 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
         if (touch == TOUCH_ONE_RING) {  /* cache_lookup's LRU update, as ring_push */
             if (t == ring_end)
                 break;  /* full: the general path compacts it */
-            ring[(uint32_t)t & ring_mask] = (uint32_t)s;
+            uint32_t idx = (uint32_t)t & ring_mask;
+            ring[idx] = (uint32_t)s;
+            ring_pos[s] = idx;
             t++;
         } else if (touch == TOUCH_SET_RINGS) {
             ring_push(tlb, s);
@@ -1331,12 +1326,6 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
         tlb->ring_tail[0] = t;
     return i;
 }
-
-#if defined(__GNUC__)
-#define NOINLINE __attribute__((noinline))
-#else
-#define NOINLINE
-#endif
 
 NOINLINE static uint64_t hit_run_untouched(iommu_unit *u, const fast_context *f,
                                            const batch_io *io, uint64_t i, uint64_t n,
@@ -1617,9 +1606,9 @@ uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did
     uint64_t removed = 0;
     for (uint32_t s = 0; s < u->iotlb.size; s++) {
         const iotlb_entry *e = &u->iotlb_values[s];
-        if (u->iotlb.valid[s] && tagged_match(granularity, did, start, last, e->did, e->level,
-                                              e->vpn)) {
-            u->iotlb_level_count[e->level]--;
+        if (u->iotlb.valid[s] && tagged_match(granularity, did, start, last, iotlb_did(e),
+                                              iotlb_level(e), e->vpn)) {
+            u->iotlb_level_count[iotlb_level(e)]--;
             cache_remove_slot(&u->iotlb, (int32_t)s);
             removed++;
         }
