@@ -276,9 +276,9 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
  * or fill appends the slot to its set's ring and notes where (ring_pos). A record is
  * current while it is its slot's newest and the slot is occupied; older records are
  * skipped when met. The victim is the set's oldest current record, popped from the head.
- * A full ring is compacted in place, branch-free (current records kept, in order). A use
- * costs two stores and no pointer chase, each record is read back about once, and
- * replacement stays exact. Random replacement keeps no ring. */
+ * A full ring is compacted in place (current records kept, in order) at a cost per slot,
+ * not per record. A use costs two stores and no pointer chase, and replacement stays
+ * exact. Random replacement keeps no ring. */
 typedef struct {
     uint32_t size, used, policy;
     uint32_t ways, nsets;  /* set k owns slots k*ways .. k*ways + ways - 1 */
@@ -290,6 +290,7 @@ typedef struct {
     uint64_t *ring_head;   /* per set: position of its oldest record (index: & ring_mask) */
     uint64_t *ring_tail;   /* per set: position after its newest record */
     uint32_t ring_mask;    /* records per set's ring - 1: a power of two >= 8 * ways, - 1 */
+    uint64_t *ring_marks;  /* one bit per place of a ring, for compaction */
     uint64_t *key_a;
     uint32_t *key_b;
     uint8_t *valid;
@@ -345,7 +346,8 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
         c->ring_pos = calloc((size_t)size, sizeof *c->ring_pos);
         c->ring_head = calloc((size_t)c->nsets, sizeof *c->ring_head);
         c->ring_tail = calloc((size_t)c->nsets, sizeof *c->ring_tail);
-        if (!c->ring || !c->ring_pos || !c->ring_head || !c->ring_tail)
+        c->ring_marks = calloc(((size_t)c->ring_mask >> 6) + 1, sizeof *c->ring_marks);
+        if (!c->ring || !c->ring_pos || !c->ring_head || !c->ring_tail || !c->ring_marks)
             return -1;
     }
     c->key_a = calloc((size_t)size + 1, sizeof *c->key_a);
@@ -375,6 +377,7 @@ static void cache_release(slot_cache *c)
     free(c->ring_pos);
     free(c->ring_head);
     free(c->ring_tail);
+    free(c->ring_marks);
     free(c->key_a);
     free(c->key_b);
     free(c->valid);
@@ -388,25 +391,49 @@ static inline uint32_t cache_set(const slot_cache *c, int32_t s)
     return c->nsets == 1 ? 0 : (uint32_t)s / c->ways;
 }
 
-/* Keep the current records of a full ring, in order, from its head on. Branch-free
- * (most records are old uses, and which ones is random): every record is copied down
- * and the write position moves past it only when it is current. A slot's current record
- * is its last, so nothing is overwritten before it is read. */
+/* The index of the lowest set bit of a non-zero word. */
+static inline uint32_t lowest_bit(uint64_t w)
+{
+#if defined(__GNUC__)
+    return (uint32_t)__builtin_ctzll(w);
+#else
+    uint32_t k = 0;
+    while (!(w >> k & 1))
+        k++;
+    return k;
+#endif
+}
+
+/* Keep the current records of a full ring, in order, from its head on. The current
+ * records are the occupied slots' newest, at ring_pos: mark those places in a bitmap of
+ * the ring (relative to the head), then copy them down in order. The work is per slot,
+ * not per record: most records of a full ring are old uses. Writing never overtakes
+ * reading (the k-th current record is at least k places from the head). */
 NOINLINE static void ring_compact(slot_cache *c, uint32_t set)
 {
     uint32_t *ring = c->ring + (size_t)set * (c->ring_mask + 1);
     uint32_t *pos = c->ring_pos;
-    const uint8_t *valid = c->valid;
-    const uint32_t mask = c->ring_mask;
-    const uint64_t head = c->ring_head[set], tail = c->ring_tail[set];
+    uint64_t *marks = c->ring_marks;
+    const uint32_t mask = c->ring_mask, words = (mask >> 6) + 1;
+    const uint64_t head = c->ring_head[set];
+    const uint32_t head_idx = (uint32_t)head & mask;
+    memset(marks, 0, (size_t)words * sizeof *marks);
+    const uint32_t first = set * c->ways;
+    for (uint32_t s = first; s < first + c->ways; s++) {
+        if (c->valid[s]) {
+            uint32_t rel = (pos[s] - head_idx) & mask;
+            marks[rel >> 6] |= 1ull << (rel & 63);
+        }
+    }
     uint64_t w = head;
-    for (uint64_t r = head; r != tail; r++) {
-        uint32_t idx = (uint32_t)r & mask, s = ring[idx];
-        uint32_t to = (uint32_t)w & mask;
-        uint32_t was = pos[s], current = (uint32_t)valid[s] & (uint32_t)(was == idx);
-        ring[to] = s;
-        pos[s] = was ^ ((was ^ to) & (0u - current));  /* to if current: no branch */
-        w += current;
+    for (uint32_t k = 0; k < words; k++) {
+        for (uint64_t bits = marks[k]; bits; bits &= bits - 1) {
+            uint32_t idx = (head_idx + (k << 6) + lowest_bit(bits)) & mask;
+            uint32_t s = ring[idx], to = (uint32_t)w & mask;
+            ring[to] = s;
+            pos[s] = to;
+            w++;
+        }
     }
     c->ring_tail[set] = w;
 }
