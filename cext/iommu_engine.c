@@ -1244,7 +1244,7 @@ typedef struct {
     uint32_t tag;        /* the IOTLB tag of a 4 KiB entry of its domain */
     uint64_t key;        /* the tag's part of the IOTLB hash key (as cache_home) */
     uint64_t high;       /* address bits beyond its width; all: never the short paths */
-    int walk;            /* a miss may take fast_miss (no paging-structure cache) */
+    int walk;            /* a miss may take miss_run (no paging-structure cache) */
 } fast_context;
 
 static void fast_context_set(iommu_unit *u, fast_context *f)
@@ -1375,18 +1375,17 @@ NOINLINE static uint64_t hit_run_set_rings(iommu_unit *u, const fast_context *f,
     return hit_run(u, f, io, i, n, TOUCH_SET_RINGS, missed);
 }
 
-/* The walk and fill of translate_with_context for an untranslated request of the fast
- * context that missed the IOTLB at every level, with `levels` a constant so that the
- * loop unrolls (the caller counts the translation and its context hit). Returns 0, having changed nothing but the walk memo, when the walk meets
- * anything but a present, permitted, well-formed path: the general path then does it
- * all again and reports the fault. */
-static HOT_INLINE int fast_miss_levels(iommu_unit *u, const context_entry *ctx,
-                                       const uint32_t levels, uint64_t iova, uint32_t write,
-                                       uint64_t *hpa, hot_counters *h)
+/* The walk of translate_with_context for an untranslated request of the fast context,
+ * with `levels` a constant so that the loop unrolls. Returns 1 with *leaf filled when
+ * the walk meets only present, permitted, well-formed entries; else 0, having changed
+ * nothing but the walk memo (the general path then does it all again and reports the
+ * fault). */
+static HOT_INLINE int walk_plain_levels(iommu_unit *u, uint64_t slpt, const uint32_t levels,
+                                        uint64_t iova, uint32_t write, walk_leaf *leaf)
 {
     iommu_mem *m = u->mem;
     const uint64_t need = write ? SL_W : SL_R, size = m->size, addr_mask = u->addr_mask;
-    uint64_t table = ctx->slpt, perm = 7;
+    uint64_t table = slpt, perm = 7;
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC unroll 5
 #endif
@@ -1413,14 +1412,12 @@ static HOT_INLINE int fast_miss_levels(iommu_unit *u, const context_entry *ctx,
             return 0;  /* not present, no right, or a reserved bit */
         perm &= entry;
         if (level == 1 || ps) {
-            uint64_t page_mask = (1ull << level_shift(level)) - 1;
-            walk_leaf leaf = {0, level, (uint32_t)(perm & 7), (uint32_t)(entry >> 11 & 1),
-                              (uint32_t)(entry >> 62 & 1), entry & addr_mask & ~page_mask};
-            h->iotlb_misses++;
-            h->walks++;
-            h->memory_reads += levels - level + 1;
-            iotlb_fill(u, ctx->did, iova, &leaf, h);
-            *hpa = leaf.base | (iova & page_mask);
+            leaf->fault = 0;
+            leaf->level = level;
+            leaf->perm = (uint32_t)(perm & 7);
+            leaf->snp = (uint32_t)(entry >> 11 & 1);
+            leaf->tm = (uint32_t)(entry >> 62 & 1);
+            leaf->base = entry & addr_mask & ~((1ull << level_shift(level)) - 1);
             return 1;
         }
         table = entry & addr_mask;
@@ -1428,16 +1425,49 @@ static HOT_INLINE int fast_miss_levels(iommu_unit *u, const context_entry *ctx,
     return 0;  /* unreachable: level 1 is always a leaf */
 }
 
+/* iotlb_fill when the IOTLB is one full set under LRU or FIFO (a walk's usual case): the
+ * oldest entry makes room. `home`: the new key's bucket. The same steps as cache_insert
+ * and iotlb_fill, without their general cases. */
+static HOT_INLINE void iotlb_replace_oldest(iommu_unit *u, uint64_t vpn, uint32_t tag,
+                                            uint64_t home, const walk_leaf *leaf,
+                                            hot_counters *h)
+{
+    slot_cache *c = &u->iotlb;
+    int32_t s = ring_pop_oldest(c, 0);
+    if (UNLIKELY(s < 0))
+        return;  /* not reached: a full set has a current record per slot */
+    iotlb_entry *e = &u->iotlb_values[s];
+    if (c->last == s)
+        c->last = -1;
+    int32_t *at = &c->bucket[cache_home(c, e->vpn, e->tag)];  /* the old key's chain */
+    while (*at != s && *at >= 0)
+        at = &c->chain[*at];
+    *at = c->chain[s];
+    u->iotlb_level_count[iotlb_level(e)]--;
+    h->iotlb_evictions++;
+    c->key_a[s] = vpn;
+    c->key_b[s] = tag;
+    c->chain[s] = c->bucket[home];
+    c->bucket[home] = s;
+    ring_push(c, s);
+    e->vpn = vpn;
+    e->base = leaf->base;
+    e->gen = *u->mem->generation;
+    e->tag = tag;
+    e->bits = (uint8_t)(leaf->perm | leaf->snp << 3 | leaf->tm << 4);
+    u->iotlb_level_count[leaf->level]++;
+}
+
 /* Serve requests from i on while each is, for the fast context, an untranslated request
  * inside its width that misses the IOTLB at every level (no larger-page entries, and no
- * 4 KiB one) and whose walk meets only a plain path (fast_miss_levels): the miss path of
+ * 4 KiB one) and whose walk meets only a plain path (walk_plain_levels): the miss path of
  * translate() for it. Returns the first request not served; a hit stops the run too (a
  * hit run takes it). The counters live in locals for the run. */
 static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
                                            const batch_io *io, uint64_t i, uint64_t n,
                                            const uint32_t levels, hot_counters *counters)
 {
-    const slot_cache *tlb = &u->iotlb;
+    slot_cache *tlb = &u->iotlb;
     const uint32_t *const level_count = u->iotlb_level_count;
     const uint32_t sid = f->sid, tag = f->tag;
     const uint64_t key = f->key, high = f->high;
@@ -1454,13 +1484,31 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
             level_count[2] || level_count[3])
             break;
         uint64_t vpn = iova >> 12;
-        int32_t s = tlb->bucket[((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> (64u - tlb->hbits)];
+        uint64_t home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> (64u - tlb->hbits);
+        int32_t s = tlb->bucket[home];
         while (s >= 0 && !(tlb->key_a[s] == vpn && tlb->key_b[s] == tag))
             s = tlb->chain[s];
         if (s >= 0)
             break;
-        if (!fast_miss_levels(u, ctx, levels, iova, access & ACCESS_WRITE, &io->out_hpa[i], &h))
+        walk_leaf leaf;
+        if (!walk_plain_levels(u, ctx->slpt, levels, iova, access & ACCESS_WRITE, &leaf))
             break;
+        h.iotlb_misses++;
+        h.walks++;
+        h.memory_reads += levels - leaf.level + 1;
+        if (tlb->nsets == 1 && tlb->policy != POLICY_RANDOM && tlb->size &&
+            !tlb->set_nfree[0]) {
+            if (leaf.level == 1) {
+                iotlb_replace_oldest(u, vpn, tag, home, &leaf, &h);
+            } else {
+                uint64_t big = iova >> level_shift(leaf.level);
+                uint32_t big_tag = iotlb_tag(ctx->did, leaf.level);
+                iotlb_replace_oldest(u, big, big_tag, cache_home(tlb, big, big_tag), &leaf, &h);
+            }
+        } else {
+            iotlb_fill(u, ctx->did, iova, &leaf, &h);
+        }
+        io->out_hpa[i] = leaf.base | (iova & ((1ull << level_shift(leaf.level)) - 1));
         h.translations++;
         h.context_hits++;
         io->out_fault[i] = 0;
@@ -1485,7 +1533,7 @@ NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const ba
 /* The batch loop: requests in order, exactly as one unit_translate call each; the hot
  * counters stay in locals until the end (the arrays do not overlap the unit).
  * Requests of the fast context (see fast_context) take the short paths: runs of 4 KiB
- * IOTLB hits (hit_run), and a miss with no larger-page entries to look at (fast_miss).
+ * IOTLB hits (hit_run), and runs of misses with no larger-page entries (miss_run).
  * Anything else, and anything those paths meet that is not plain, goes through
  * translate_from_context or translate, which see the unit exactly as the short paths
  * left it. */

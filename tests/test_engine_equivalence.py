@@ -576,6 +576,40 @@ def test_batch_large_page_filled_mid_run(policy):
     assert counters["walks"] == 10 and counters["iotlb_hits"] == 18, counters
 
 
+@pytest.mark.parametrize("policy", [0, 1, 2])
+@pytest.mark.parametrize("ways", [0, 2])
+def test_full_iotlb_replacement_keeps_rights(policy, ways):
+    """A small IOTLB kept full: pages with different rights (read-only, write-only, both;
+    4 KiB and 2 MiB) are walked, replace the oldest entries, and are then used again with
+    reads and writes. The rights cached with each replacement must be the walk's: a write
+    to a cached read-only page faults, and so on, as in the reference."""
+    config = EngineConfig(iotlb_entries=4, iotlb_ways=ways, policy=policy, seed=3)
+    pair = Pair(config, 1 << 52)
+    mem = pair.mem
+    root, ctx, l4, l3, l2, l1 = POOL[:6]
+    mem.write_u64(root, ctx | 1)
+    lo, hi = ContextEntry(True, False, 0, l4, 2, 1).encode()
+    mem.write_u64(ctx, lo)
+    mem.write_u64(ctx + 8, hi)
+    mem.write_u64(l4, l3 | 3)
+    mem.write_u64(l3, l2 | 3)
+    mem.write_u64(l2, l1 | 3)
+    mem.write_u64(l2 + 8, 0x600000 | 0x81)  # 2 MiB, read-only
+    mem.write_u64(l2 + 16, 0xA00000 | 0x82)  # 2 MiB, write-only
+    rights = [1, 2, 3]
+    for i in range(12):
+        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | rights[i % 3])
+    pair.both("set_root_table", root)
+    pair.both("set_enabled", True)
+    rng = random.Random(policy * 10 + ways)
+    addrs = [i << 12 for i in range(12)] + [0x200000 + 0x5000, 0x400000 + 0x7000]
+    for _ in range(8):
+        reqs = [(0, rng.choice(addrs) | 0x10, rng.randrange(2)) for _ in range(400)]
+        pair.batch(reqs)
+    counters = pair.c.counter_values()
+    assert counters["iotlb_evictions"] > 100 and counters["faults"] > 100, counters
+
+
 def test_batch_accepts_buffers_and_checks_lengths():
     config = EngineConfig()
     mem = PhysicalMemory()
