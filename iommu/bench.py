@@ -71,6 +71,20 @@ def time_median(fn: Callable[[], object], repeats: int) -> tuple[float, list[flo
     return statistics.median(times), times
 
 
+def time_interleaved(fns: list[Callable[[], object]], repeats: int
+                     ) -> list[tuple[float, list[float]]]:
+    """Like `time_median` for several functions, their runs alternating (a, b, a, b...),
+    so that a figure and its baseline see the same machine: on a shared, noisy host the
+    speed drifts between one batch of repeats and the next."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(1, repeats)):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return [(statistics.median(t), t) for t in times]
+
+
 def rate_figure(name: str, engine: str, count: int, seconds: float, times: list[float],
                 unit: str = "translations", **extra) -> dict:
     per_s = count / seconds if seconds > 0 else 0.0
@@ -198,6 +212,15 @@ def _lib():
 
 def baseline_iotlb_probe(scene: Scene, repeats: int) -> dict | None:
     """The IOTLB's hash probe alone, over the same (warm) IOTLB and requests."""
+    run = baseline_iotlb_probe_runner(scene)
+    if run is None:
+        return None
+    sec, times = time_median(run, repeats)
+    return rate_figure("baseline_hash_probe", "c", len(scene.iovas), sec, times)
+
+
+def baseline_iotlb_probe_runner(scene: Scene) -> Callable[[], object] | None:
+    """A function running the bare probe over all requests, its answers checked once."""
     c_unit = with_c_unit(scene)
     if c_unit is None:
         return None
@@ -215,12 +238,20 @@ def baseline_iotlb_probe(scene: Scene, repeats: int) -> dict | None:
     found = run()
     if found != n or not np.array_equal(out, scene.expected):
         raise AssertionError("baseline probe: entries not resident or wrong")
-    sec, times = time_median(run, repeats)
-    return rate_figure("baseline_hash_probe", "c", n, sec, times)
+    return run
 
 
 def baseline_walk(scene: Scene, repeats: int) -> dict | None:
     """The walk's pointer chase alone, through the same memory index."""
+    run = baseline_walk_runner(scene)
+    if run is None:
+        return None
+    sec, times = time_median(run, repeats)
+    return rate_figure("baseline_pointer_chase", "c", len(scene.iovas), sec, times)
+
+
+def baseline_walk_runner(scene: Scene) -> Callable[[], object] | None:
+    """A function running the bare pointer chase over all requests, checked once."""
     if with_c_unit(scene) is None:
         return None
     mod = _lib()
@@ -237,8 +268,7 @@ def baseline_walk(scene: Scene, repeats: int) -> dict | None:
     run()
     if not np.array_equal(out, scene.expected):
         raise AssertionError("baseline walk: wrong host addresses")
-    sec, times = time_median(run, repeats)
-    return rate_figure("baseline_pointer_chase", "c", n, sec, times)
+    return run
 
 
 def peer_qemu_style(scene: Scene, repeats: int) -> dict | None:
@@ -318,12 +348,13 @@ def iotlb_hit_batch(engine: str, sizes: Sizes, baseline: bool = True) -> dict:
     info = scene.check(run())
     if info["iotlb_hit_share"] != 1.0:
         raise AssertionError(f"IOTLB-hit workload missed: {info}")
-    sec, times = time_median(run, sizes.repeats)
-    fig = rate_figure("iotlb_hit_batch", engine, n_req, sec, times, **info,
+    base_run = baseline_iotlb_probe_runner(scene) if baseline else None
+    timed = time_interleaved([run, base_run] if base_run else [run], sizes.repeats)
+    fig = rate_figure("iotlb_hit_batch", engine, n_req, *timed[0], **info,
                       iotlb_entries=sizes.hit_pages)
     if baseline:
-        base = baseline_iotlb_probe(scene, sizes.repeats)
-        _attach_baseline(fig, base)
+        _attach_baseline(fig, rate_figure("baseline_hash_probe", "c", n_req, *timed[1])
+                         if base_run else None)
     return fig
 
 
@@ -339,12 +370,14 @@ def walk_batch(engine: str, sizes: Sizes, kind: str, levels: int, page_size: int
     info = scene.check(run())
     if info["iotlb_hit_share"] > 0.02:
         raise AssertionError(f"walk workload hit the IOTLB: {info}")
-    sec, times = time_median(run, sizes.repeats)
+    base_run = baseline_walk_runner(scene) if baseline else None
+    timed = time_interleaved([run, base_run] if base_run else [run], sizes.repeats)
     name = walk_name(kind, levels, page_size, pattern)
-    fig = rate_figure(name, engine, n_req, sec, times, **info, levels=levels,
+    fig = rate_figure(name, engine, n_req, *timed[0], **info, levels=levels,
                       page_size=page_size, pattern=pattern, mapped_pages=n_pages)
     if baseline:
-        _attach_baseline(fig, baseline_walk(scene, sizes.repeats))
+        _attach_baseline(fig, rate_figure("baseline_pointer_chase", "c", n_req, *timed[1])
+                         if base_run else None)
     if peers:
         fig["peers"] = [p for p in (peer_qemu_style(scene, sizes.repeats),
                                     peer_chipsec(scene, sizes.peer_requests)) if p]
@@ -532,7 +565,15 @@ def _attach_baseline(fig: dict, base: dict | None) -> None:
         fig["ratio_to_baseline"] = None
         return
     fig["baseline"] = base
-    fig["ratio_to_baseline"] = fig["per_s"] / base["per_s"] if base["per_s"] else None
+    # Run by run when the runs alternated (time_interleaved): each engine run against the
+    # baseline run right after it, the median of those; steadier on a noisy host than the
+    # ratio of two medians, which is the fallback.
+    a_runs, b_runs = fig.get("repeats", []), base.get("repeats", [])
+    if fig["count"] == base["count"] and a_runs and len(a_runs) == len(b_runs) and all(
+            t > 0 for t in a_runs):
+        fig["ratio_to_baseline"] = statistics.median(b / a for a, b in zip(a_runs, b_runs))
+    else:
+        fig["ratio_to_baseline"] = fig["per_s"] / base["per_s"] if base["per_s"] else None
 
 
 # --------------------------------------------------------------------- the table of runs
