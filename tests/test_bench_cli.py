@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from iommu import ENGINE
 from iommu.cli import main
@@ -34,3 +39,19 @@ def test_bench_list_and_table(capsys):
     assert main(["bench", "--quick", "--only", "iotlb_hit_batch"]) == 0
     out = capsys.readouterr().out
     assert "iotlb_hit_batch" in out and "targets (issue 6)" in out
+
+
+@pytest.mark.parametrize("workload", ["hit", "random", "walk-only"])
+def test_engine_harness_builds_and_checks_its_answers(tmp_path, workload):
+    """bench/engine_harness.c (the engine without Python, for profilers) still compiles
+    against the engine and gets every answer right before it times anything."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    root = Path(__file__).resolve().parent.parent
+    exe = tmp_path / "harness"
+    subprocess.run([cc, "-O1", "-std=gnu99", "-I", str(root / "cext"),
+                    str(root / "bench" / "engine_harness.c"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe), workload, "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{workload}: engine ") and "share" in out.stdout
