@@ -1459,8 +1459,8 @@ static HOT_INLINE void iotlb_replace_oldest(iommu_unit *u, uint64_t vpn, uint32_
 }
 
 /* Serve requests from i on while each is, for the fast context, an untranslated request
- * inside its width that misses the IOTLB at every level (no larger-page entries, and no
- * 4 KiB one) and whose walk meets only a plain path (walk_plain_levels): the miss path of
+ * inside its width that misses the IOTLB at every level and whose walk meets only a plain
+ * path (walk_plain_levels): the miss path of
  * translate() for it. Returns the first request not served; a hit stops the run too (a
  * hit run takes it). The counters live in locals for the run. */
 static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
@@ -1480,8 +1480,7 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         uint64_t iova = iovas[i];
         uint32_t access = accesses[i];
         if (sids[i] != sid ||
-            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)) ||
-            level_count[2] || level_count[3])
+            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
             break;
         uint64_t vpn = iova >> 12;
         uint64_t home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> (64u - tlb->hbits);
@@ -1489,6 +1488,11 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         while (s >= 0 && !(tlb->key_a[s] == vpn && tlb->key_b[s] == tag))
             s = tlb->chain[s];
         if (s >= 0)
+            break;  /* a hit: for a hit run */
+        /* iotlb_lookup's larger pages, where the IOTLB holds any (a peek: a hit stops the
+         * run before anything is touched, and the general path serves it) */
+        if ((level_count[2] && cache_find(tlb, iova >> 21, iotlb_tag(ctx->did, 2)) >= 0) ||
+            (level_count[3] && cache_find(tlb, iova >> 30, iotlb_tag(ctx->did, 3)) >= 0))
             break;
         walk_leaf leaf;
         if (!walk_plain_levels(u, ctx->slpt, levels, iova, access & ACCESS_WRITE, &leaf))
@@ -1568,15 +1572,16 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
                     i = j;
                     continue;
                 }  /* else not a plain hit (no right, stale check, full ring): below */
-            } else if (!u->iotlb_level_count[2] && !u->iotlb_level_count[3]) {
-                known_miss = 1;  /* no entry at any level: the lookup misses */
+            } else {
                 if (f.walk) {
                     uint64_t j = miss_run(u, &f, &io, i, n, &h);
                     if (j > i) {
                         i = j;
                         continue;
-                    }  /* else the walk met something that is not plain: below */
+                    }  /* else a larger page hits, or the walk is not plain: below */
                 }
+                /* no entry at any level: the lookup misses */
+                known_miss = !u->iotlb_level_count[2] && !u->iotlb_level_count[3];
             }
         }
         if (f.ctx && sid == f.sid) {
