@@ -869,6 +869,8 @@ static void psc_fill(iommu_unit *u, uint32_t did, uint32_t level, uint64_t iova,
     uint64_t vpn = iova >> level_shift(level);
     int evicted;
     int32_t s = cache_insert(&u->psc, vpn, psc_tag(did, level), 0, &evicted);
+    if (s < 0)
+        return;  /* not reached: a cache with slots always gives one */
     psc_entry *e = &u->psc_values[s];
     if (evicted) {
         u->counters.psc_evictions++;
@@ -914,6 +916,8 @@ static HOT_INLINE void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, co
     uint32_t nsets = u->iotlb.nsets;
     int32_t s = cache_insert(&u->iotlb, vpn, iotlb_tag(did, leaf->level),
                              nsets == 1 ? 0 : (uint32_t)(vpn % nsets), &evicted);
+    if (s < 0)
+        return;  /* not reached: a cache with slots always gives one */
     iotlb_entry *e = &u->iotlb_values[s];
     if (evicted) {
         h->iotlb_evictions++;

@@ -510,7 +510,7 @@ def test_replacement_order_matches(policy, size):
 
 
 @pytest.mark.parametrize("policy", [0, 1, 2])
-@pytest.mark.parametrize("size,ways", [(8, 0), (8, 2), (8, 4), (6, 3), (32, 0)])
+@pytest.mark.parametrize("size,ways", [(1, 0), (2, 1), (8, 0), (8, 2), (8, 4), (6, 3), (32, 0)])
 def test_long_streams_keep_exact_replacement(policy, size, ways):
     """Long skewed streams (mostly hits on a few hot pages, some cold misses) in big
     batches, with page-selective invalidations between them: the C engine's recency
@@ -542,7 +542,7 @@ def test_long_streams_keep_exact_replacement(policy, size, ways):
             reqs.append((sid, page << 12 | rng.randrange(4096), rng.randrange(2)))
         pair.batch(reqs)
         pair.both("invalidate_iotlb", 3, 1 + round_ % 3, rng.randrange(64) << 12, round_ % 3, 0)
-    assert pair.c.counter_values()["iotlb_hits"] > 5_000
+    assert pair.c.counter_values()["iotlb_hits"] > 1_000
 
 
 @pytest.mark.parametrize("policy", [0, 1])
