@@ -1732,9 +1732,10 @@ uint64_t unit_iotlb_slot_bytes(const iommu_unit *u)
         return 0;
     uint64_t per_slot = sizeof(iotlb_entry) + sizeof *c->free_stack + sizeof *c->key_a +
                         sizeof *c->key_b + sizeof *c->valid;
-    if (c->ring)  /* the slot's ring position and its share of the rings */
+    if (c->ring)  /* the slot's ring position and its share of the rings and their marks */
         per_slot += sizeof *c->ring_pos +
-                    ((uint64_t)c->nsets * (c->ring_mask + 1) * sizeof *c->ring + c->size - 1) /
+                    ((uint64_t)c->nsets * (c->ring_mask + 1) * sizeof *c->ring +
+                     (((uint64_t)c->ring_mask >> 6) + 1) * sizeof *c->ring_marks + c->size - 1) /
                         c->size;
     per_slot += sizeof *c->chain;
     uint64_t buckets = (c->hmask + 1) * sizeof *c->bucket;

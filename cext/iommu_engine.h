@@ -89,7 +89,7 @@ uint32_t unit_invalidate_iotlb(iommu_unit *u, uint32_t granularity, uint32_t did
                                uint64_t addr, uint32_t am, uint32_t ih);
 
 /* Sizes for reports (`iommu bench`): bytes of the memory index; bytes of one IOTLB entry
- * (the struct); bytes per IOTLB slot with its share of the hash, keys and links. */
+ * (the struct); bytes per IOTLB slot with its share of the hash, keys and recency ring. */
 uint64_t mem_index_bytes(const iommu_mem *m);
 uint32_t unit_iotlb_entry_bytes(void);
 uint64_t unit_iotlb_slot_bytes(const iommu_unit *u);

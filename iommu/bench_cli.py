@@ -124,7 +124,7 @@ def format_report(doc: dict) -> str:
                        f"(x{mem['ratio_to_tables']:.3f}; {mem['bytes_per_mapped_page']:.2f} B "
                        f"per page)"
                        + (f"; IOTLB entry {mem['iotlb_entry_bytes']} B, slot with its hash "
-                          f"cells, keys and links {mem['iotlb_slot_bytes']} B"
+                          f"chain, keys and recency ring {mem['iotlb_slot_bytes']} B"
                           if mem["iotlb_entry_bytes"] is not None else ""))]
     lines += ["", "targets (issue 6):"]
     for t in doc["targets"]:
