@@ -1287,6 +1287,23 @@ NOINLINE static int32_t iotlb_chain_find(const int32_t *chain, const iotlb_entry
     return s;
 }
 
+/* The 2 MiB, then the 1 GiB IOTLB entry for iova in domain did, where the IOTLB holds
+ * entries of that size (a peek), and its page mask; or -1. */
+static inline int32_t iotlb_find_large(const iommu_unit *u, uint32_t did, uint64_t iova,
+                                       uint64_t *page_mask)
+{
+    for (uint32_t level = 2; level <= 3; level++) {
+        if (u->iotlb_level_count[level]) {
+            int32_t s = cache_find(&u->iotlb, iova >> level_shift(level), iotlb_tag(did, level));
+            if (s >= 0) {
+                *page_mask = (1ull << level_shift(level)) - 1;
+                return s;
+            }
+        }
+    }
+    return -1;
+}
+
 /* LRU bookkeeping of a hit run: none (FIFO, random), the one set's ring with its tail in
  * a register, or ring_push (several sets). */
 enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2 };
@@ -1297,7 +1314,8 @@ enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2 };
  * Returns the first request not served; *missed: it stopped there on a 4 KiB miss (a miss
  * touches nothing). A small function of its own, so the loop lives in registers. */
 static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const batch_io *io,
-                                   uint64_t i, uint64_t n, const int touch, int *missed)
+                                   uint64_t i, uint64_t n, const int touch, const int large,
+                                   int *missed)
 {
     slot_cache *tlb = &u->iotlb;
     const int32_t *const bucket = tlb->bucket, *const chain = tlb->chain;
@@ -1305,7 +1323,7 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
     const iotlb_entry *const values = u->iotlb_values;
     const uint64_t gen = *u->mem->generation;
     const uint64_t gen_mask = u->cfg.track_stale ? ~0ull : 0;  /* 0: generations ignored */
-    const uint32_t sid = f->sid, tag = f->tag;
+    const uint32_t sid = f->sid, tag = f->tag, ctx_did = f->ctx->did;
     const uint64_t key = f->key, high = f->high;
     uint32_t *const ring = tlb->ring, *const ring_pos = tlb->ring_pos;
     const uint32_t ring_mask = tlb->ring_mask;
@@ -1332,6 +1350,12 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
         int32_t s = bucket[((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift];
         if (s >= 0 && !(values[s].vpn == vpn && values[s].tag == tag))
             s = iotlb_chain_find(chain, values, s, vpn, tag);
+        uint64_t page_mask = PAGE_4K - 1;
+        if (large) {  /* a run of 2 MiB and 1 GiB hits: a 4 KiB hit ends it */
+            if (s >= 0)
+                break;
+            s = iotlb_find_large(u, ctx_did, iova, &page_mask);
+        }
         if (s < 0) {
             *missed = 1;
             break;
@@ -1349,7 +1373,7 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
         } else if (touch == TOUCH_SET_RINGS) {
             ring_push(tlb, s);
         }
-        out_hpa[i] = e->base | (iova & (PAGE_4K - 1));
+        out_hpa[i] = e->base | (iova & page_mask);
         out_fault[i] = 0;
         out_flags[i] = FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT;
     }
@@ -1358,26 +1382,23 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
     return i;
 }
 
-NOINLINE static uint64_t hit_run_untouched(iommu_unit *u, const fast_context *f,
-                                           const batch_io *io, uint64_t i, uint64_t n,
-                                           int *missed)
-{
-    return hit_run(u, f, io, i, n, TOUCH_NONE, missed);
-}
+/* The run functions, one per kind of LRU bookkeeping, for 4 KiB pages and for larger. */
+typedef uint64_t (*hit_runner)(iommu_unit *, const fast_context *, const batch_io *, uint64_t,
+                               uint64_t, int *);
 
-NOINLINE static uint64_t hit_run_one_ring(iommu_unit *u, const fast_context *f,
-                                          const batch_io *io, uint64_t i, uint64_t n,
-                                          int *missed)
-{
-    return hit_run(u, f, io, i, n, TOUCH_ONE_RING, missed);
-}
-
-NOINLINE static uint64_t hit_run_set_rings(iommu_unit *u, const fast_context *f,
-                                           const batch_io *io, uint64_t i, uint64_t n,
-                                           int *missed)
-{
-    return hit_run(u, f, io, i, n, TOUCH_SET_RINGS, missed);
-}
+#define HIT_RUNNER(name, touch, large)                                                     \
+    NOINLINE static uint64_t name(iommu_unit *u, const fast_context *f, const batch_io *io, \
+                                  uint64_t i, uint64_t n, int *missed)                     \
+    {                                                                                      \
+        return hit_run(u, f, io, i, n, touch, large, missed);                              \
+    }
+HIT_RUNNER(hit_run_untouched, TOUCH_NONE, 0)
+HIT_RUNNER(hit_run_one_ring, TOUCH_ONE_RING, 0)
+HIT_RUNNER(hit_run_set_rings, TOUCH_SET_RINGS, 0)
+HIT_RUNNER(hit_run_large_untouched, TOUCH_NONE, 1)
+HIT_RUNNER(hit_run_large_one_ring, TOUCH_ONE_RING, 1)
+HIT_RUNNER(hit_run_large_set_rings, TOUCH_SET_RINGS, 1)
+#undef HIT_RUNNER
 
 /* The walk of translate_with_context for an untranslated request of the fast context,
  * with `levels` a constant so that the loop unrolls. Returns 1 with *leaf filled when
@@ -1555,10 +1576,14 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
     fast_context f = {NULL, 0, 0, 0, 0, ~0ull, 0};
     const batch_io io = {sids, iovas, accesses, out_hpa, out_fault, out_flags};
     const slot_cache *tlb = &u->iotlb;
-    uint64_t (*const hit_runner)(iommu_unit *, const fast_context *, const batch_io *, uint64_t,
-                                 uint64_t, int *) =
-        tlb->policy != POLICY_LRU || !tlb->ring ? hit_run_untouched
-                                  : (tlb->nsets == 1 ? hit_run_one_ring : hit_run_set_rings);
+    const int touch = tlb->policy != POLICY_LRU || !tlb->ring ? TOUCH_NONE
+                      : (tlb->nsets == 1 ? TOUCH_ONE_RING : TOUCH_SET_RINGS);
+    const hit_runner run_4k = touch == TOUCH_NONE       ? hit_run_untouched
+                              : touch == TOUCH_ONE_RING ? hit_run_one_ring
+                                                        : hit_run_set_rings;
+    const hit_runner run_large = touch == TOUCH_NONE       ? hit_run_large_untouched
+                                 : touch == TOUCH_ONE_RING ? hit_run_large_one_ring
+                                                           : hit_run_large_set_rings;
     uint64_t fast_hits = 0;  /* requests served by hit runs */
     uint64_t i = 0;
     while (i < n) {
@@ -1568,9 +1593,11 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
         int known_miss = 0;
         if (f.ctx && sid == f.sid &&
             !((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & f.high))) {
-            if (cache_find(tlb, iova >> 12, f.tag) >= 0) {
+            const iotlb_entry *e = iotlb_lookup(u, f.ctx->did, iova, 0);  /* a peek */
+            if (e != NULL) {
                 int missed;
-                uint64_t j = hit_runner(u, &f, &io, i, n, &missed);
+                uint64_t j = (iotlb_level(e) == 1 ? run_4k : run_large)(u, &f, &io, i, n,
+                                                                        &missed);
                 if (j > i) {
                     fast_hits += j - i;
                     i = j;
@@ -1582,10 +1609,9 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
                     if (j > i) {
                         i = j;
                         continue;
-                    }  /* else a larger page hits, or the walk is not plain: below */
+                    }  /* else the walk is not plain: below */
                 }
-                /* no entry at any level: the lookup misses */
-                known_miss = !u->iotlb_level_count[2] && !u->iotlb_level_count[3];
+                known_miss = 1;  /* the peek missed at every level */
             }
         }
         if (f.ctx && sid == f.sid) {

@@ -337,11 +337,14 @@ def _batch_args(scene: Scene):
 
 
 # ------------------------------------------------------------------------- workloads
-def iotlb_hit_batch(engine: str, sizes: Sizes, baseline: bool = True) -> dict:
-    """Batches that hit the IOTLB: as many 4 KiB pages as IOTLB entries, all resident,
-    requested in random order (LRU); 4-level tables."""
+def iotlb_hit_batch(engine: str, sizes: Sizes, baseline: bool = True,
+                    page_size: int = PAGE_4K) -> dict:
+    """Batches that hit the IOTLB: as many pages as IOTLB entries, all resident, requested
+    in random order (LRU); 4-level tables. The bare probe is of 4 KiB entries: 2 MiB pages
+    have no baseline."""
     n_req = sizes.hit_requests if engine == "c" else sizes.python_requests
-    scene = second_level_scene(engine, 4, PAGE_4K, sizes.hit_pages, iotlb_entries=sizes.hit_pages)
+    baseline = baseline and page_size == PAGE_4K
+    scene = second_level_scene(engine, 4, page_size, sizes.hit_pages, iotlb_entries=sizes.hit_pages)
     scene.requests(n_req, "random", seed=2)
     run = scene.batch()
     run()  # fill the IOTLB
@@ -350,8 +353,9 @@ def iotlb_hit_batch(engine: str, sizes: Sizes, baseline: bool = True) -> dict:
         raise AssertionError(f"IOTLB-hit workload missed: {info}")
     base_run = baseline_iotlb_probe_runner(scene) if baseline else None
     timed = time_interleaved([run, base_run] if base_run else [run], sizes.repeats)
-    fig = rate_figure("iotlb_hit_batch", engine, n_req, *timed[0], **info,
-                      iotlb_entries=sizes.hit_pages)
+    name = "iotlb_hit_batch" + ("" if page_size == PAGE_4K else f"_{PAGE_NAMES[page_size]}")
+    fig = rate_figure(name, engine, n_req, *timed[0], **info, iotlb_entries=sizes.hit_pages,
+                      page_size=page_size)
     if baseline:
         _attach_baseline(fig, rate_figure("baseline_hash_probe", "c", n_req, *timed[1])
                          if base_run else None)
@@ -616,6 +620,9 @@ def walk_without_iotlb(engine: str, sizes: Sizes) -> dict:
 
 WORKLOADS: list[Workload] = [
     Workload("iotlb_hit_batch", iotlb_hit_batch),
+    Workload("iotlb_hit_batch_2m", lambda engine, sizes: iotlb_hit_batch(engine, sizes,
+                                                                       page_size=PAGE_2M),
+             main=False),
     *_walk_workloads(),
     Workload("walk_no_iotlb_4level_4k_random", walk_without_iotlb, group="walk"),
     Workload("translate_call", translate_calls),
