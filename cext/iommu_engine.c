@@ -1331,6 +1331,8 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
     if (touch == TOUCH_ONE_RING) {
         t = tlb->ring_tail[0];
         ring_end = tlb->ring_head[0] + ring_mask + 1;
+        if (ring_end - t < n - i)  /* stop where the ring is full: the general path compacts */
+            n = i + (ring_end - t);
     }
     const uint16_t *const sids = io->sids;
     const uint64_t *const iovas = io->iovas;
@@ -1364,8 +1366,6 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
         if (!(e->bits & (1u + (access & ACCESS_WRITE))) || ((e->gen ^ gen) & gen_mask))
             break;  /* no right (a fault), or the stale check is due: the general path */
         if (touch == TOUCH_ONE_RING) {  /* cache_lookup's LRU update, as ring_push */
-            if (t == ring_end)
-                break;  /* full: the general path compacts it */
             uint32_t idx = (uint32_t)t & ring_mask;
             ring[idx] = (uint32_t)s;
             ring_pos[s] = idx;
