@@ -610,6 +610,36 @@ def test_full_iotlb_replacement_keeps_rights(policy, ways):
     assert counters["iotlb_evictions"] > 100 and counters["faults"] > 100, counters
 
 
+@pytest.mark.parametrize("entries", [2, 3])
+@pytest.mark.parametrize("repeats", [1, 3, 10])
+def test_lru_ring_fills_while_its_oldest_record_is_current(entries, repeats):
+    """One page used once, then another hit over and over in one batch until the C
+    engine's recency ring is full while its oldest record is still the first page's only
+    one; then a new page must evict that first page (the least recently used), and it
+    misses again afterwards, as in the reference."""
+    config = EngineConfig(iotlb_entries=entries, policy=0)
+    pair = Pair(config, 1 << 52)
+    mem = pair.mem
+    root, ctx, l4, l3, l2, l1 = POOL[:6]
+    mem.write_u64(root, ctx | 1)
+    lo, hi = ContextEntry(True, False, 0, l4, 2, 1).encode()
+    mem.write_u64(ctx, lo)
+    mem.write_u64(ctx + 8, hi)
+    mem.write_u64(l4, l3 | 3)
+    mem.write_u64(l3, l2 | 3)
+    mem.write_u64(l2, l1 | 3)
+    for i in range(8):
+        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
+    pair.both("set_root_table", root)
+    pair.both("set_enabled", True)
+    first, others = 0, [(k + 1) << 12 for k in range(entries - 1)]
+    reqs = [(0, first, 0)] + [(0, a, 0) for a in others]
+    reqs += [(0, others[-1], 0)] * repeats * 8
+    reqs += [(0, 7 << 12, 0), (0, first, 0)]
+    pair.batch(reqs)
+    assert pair.c.counter_values()["iotlb_misses"] == entries + 2
+
+
 def test_batch_accepts_buffers_and_checks_lengths():
     config = EngineConfig()
     mem = PhysicalMemory()
