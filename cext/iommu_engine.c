@@ -1409,15 +1409,17 @@ static HOT_INLINE int walk_plain_levels(iommu_unit *u, uint64_t slpt, const uint
                                         uint64_t iova, uint32_t write, walk_leaf *leaf)
 {
     iommu_mem *m = u->mem;
-    const uint64_t need = write ? SL_W : SL_R, size = m->size, addr_mask = u->addr_mask;
+    const uint64_t need = write ? SL_W : SL_R, addr_mask = u->addr_mask;
+    /* A 4 KiB-aligned table below this ends inside memory, so every entry can be read. */
+    const uint64_t tables_below = m->size & ~(uint64_t)(PAGE_4K - 1);
     uint64_t table = slpt, perm = 7;
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC unroll 5
 #endif
     for (uint32_t level = levels; level >= 1; level--) {
+        if (UNLIKELY(table >= tables_below))
+            return 0;  /* (tables are 4 KiB-aligned) the general path checks the entry */
         uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
-        if (UNLIKELY(addr + 8 > size))
-            return 0;
         uint64_t pfn = addr >> FRAME_SHIFT;
         const uint8_t *frame = m->level_frame[level];
         if (!(frame && m->level_pfn[level] == pfn)) {
@@ -1509,16 +1511,18 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
             break;
         uint64_t vpn = iova >> 12;
         uint64_t home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> (64u - tlb->hbits);
-        int32_t s = tlb->bucket[home];
-        while (s >= 0 && !(tlb->key_a[s] == vpn && tlb->key_b[s] == tag))
-            s = tlb->chain[s];
-        if (s >= 0)
-            break;  /* a hit: for a hit run */
-        /* iotlb_lookup's larger pages, where the IOTLB holds any (a peek: a hit stops the
-         * run before anything is touched, and the general path serves it) */
-        if ((level_count[2] && cache_find(tlb, iova >> 21, iotlb_tag(ctx->did, 2)) >= 0) ||
-            (level_count[3] && cache_find(tlb, iova >> 30, iotlb_tag(ctx->did, 3)) >= 0))
-            break;
+        if (tlb->size) {  /* no IOTLB: nothing to look up */
+            int32_t s = tlb->bucket[home];
+            while (s >= 0 && !(tlb->key_a[s] == vpn && tlb->key_b[s] == tag))
+                s = tlb->chain[s];
+            if (s >= 0)
+                break;  /* a hit: for a hit run */
+            /* iotlb_lookup's larger pages, where the IOTLB holds any (a peek: a hit ends
+             * the run before anything is touched, and a hit run takes it) */
+            if ((level_count[2] && cache_find(tlb, iova >> 21, iotlb_tag(ctx->did, 2)) >= 0) ||
+                (level_count[3] && cache_find(tlb, iova >> 30, iotlb_tag(ctx->did, 3)) >= 0))
+                break;
+        }
         walk_leaf leaf;
         if (!walk_plain_levels(u, ctx->slpt, levels, iova, access & ACCESS_WRITE, &leaf))
             break;
