@@ -1309,13 +1309,15 @@ static inline int32_t iotlb_find_large(const iommu_unit *u, uint32_t did, uint64
 enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2 };
 
 /* Serve requests from i on while each is, for the fast context, an untranslated request
- * inside its width that a 4 KiB IOTLB entry serves with the right permission, the entry
+ * inside its width that an IOTLB entry serves with the right permission, the entry
  * unchanged since it was checked: exactly the IOTLB-hit path of translate() for it.
- * Returns the first request not served; *missed: it stopped there on a 4 KiB miss (a miss
- * touches nothing). A small function of its own, so the loop lives in registers. */
+ * `large` 0: 4 KiB entries; 1: 2 MiB and 1 GiB ones (a 4 KiB hit ends such a run, as the
+ * lookup order says). Returns the first request not served (nothing was touched for it):
+ * a miss, a fault, a stale check due, another device, or an LRU ring about to overflow
+ * (the run is cut there; the general path compacts the ring). A small function of its
+ * own, so the loop lives in registers. */
 static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const batch_io *io,
-                                   uint64_t i, uint64_t n, const int touch, const int large,
-                                   int *missed)
+                                   uint64_t i, uint64_t n, const int touch, const int large)
 {
     slot_cache *tlb = &u->iotlb;
     const int32_t *const bucket = tlb->bucket, *const chain = tlb->chain;
@@ -1339,7 +1341,6 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
     const uint8_t *const accesses = io->accesses;
     uint64_t *const out_hpa = io->out_hpa;
     uint8_t *const out_fault = io->out_fault, *const out_flags = io->out_flags;
-    *missed = 0;
     for (; i < n; i++) {
         uint64_t iova = iovas[i];
         uint32_t access = accesses[i];
@@ -1358,10 +1359,8 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
                 break;
             s = iotlb_find_large(u, ctx_did, iova, &page_mask);
         }
-        if (s < 0) {
-            *missed = 1;
+        if (s < 0)
             break;
-        }
         const iotlb_entry *e = &values[s];
         if (!(e->bits & (1u + (access & ACCESS_WRITE))) || ((e->gen ^ gen) & gen_mask))
             break;  /* no right (a fault), or the stale check is due: the general path */
@@ -1384,13 +1383,13 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
 
 /* The run functions, one per kind of LRU bookkeeping, for 4 KiB pages and for larger. */
 typedef uint64_t (*hit_runner)(iommu_unit *, const fast_context *, const batch_io *, uint64_t,
-                               uint64_t, int *);
+                               uint64_t);
 
 #define HIT_RUNNER(name, touch, large)                                                     \
     NOINLINE static uint64_t name(iommu_unit *u, const fast_context *f, const batch_io *io, \
-                                  uint64_t i, uint64_t n, int *missed)                     \
+                                  uint64_t i, uint64_t n)                                  \
     {                                                                                      \
-        return hit_run(u, f, io, i, n, touch, large, missed);                              \
+        return hit_run(u, f, io, i, n, touch, large);                                      \
     }
 HIT_RUNNER(hit_run_untouched, TOUCH_NONE, 0)
 HIT_RUNNER(hit_run_one_ring, TOUCH_ONE_RING, 0)
@@ -1565,8 +1564,9 @@ NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const ba
 
 /* The batch loop: requests in order, exactly as one unit_translate call each; the hot
  * counters stay in locals until the end (the arrays do not overlap the unit).
- * Requests of the fast context (see fast_context) take the short paths: runs of 4 KiB
- * IOTLB hits (hit_run), and runs of misses with no larger-page entries (miss_run).
+ * Requests of the fast context (see fast_context) take the short paths, chosen by a peek
+ * at the IOTLB: runs of hits (hit_run, on 4 KiB entries or on larger ones), and runs of
+ * misses (miss_run).
  * Anything else, and anything those paths meet that is not plain, goes through
  * translate_from_context or translate, which see the unit exactly as the short paths
  * left it. */
@@ -1599,9 +1599,7 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
             !((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & f.high))) {
             const iotlb_entry *e = iotlb_lookup(u, f.ctx->did, iova, 0);  /* a peek */
             if (e != NULL) {
-                int missed;
-                uint64_t j = (iotlb_level(e) == 1 ? run_4k : run_large)(u, &f, &io, i, n,
-                                                                        &missed);
+                uint64_t j = (iotlb_level(e) == 1 ? run_4k : run_large)(u, &f, &io, i, n);
                 if (j > i) {
                     fast_hits += j - i;
                     i = j;
