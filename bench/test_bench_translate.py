@@ -1,4 +1,4 @@
-"""pytest-benchmark: IOTLB-hit batches, uncached walks (3/4/5 levels x 4 KiB/2 MiB x
+"""pytest-benchmark: IOTLB-hit batches (4 KiB and 2 MiB pages), uncached walks (3/4/5 levels x 4 KiB/2 MiB x
 sequential/random, every walk kind in iommu.bench.WALK_KINDS) and single translate()
 calls, for both engines, with the bare C baselines beside them.
 
@@ -26,9 +26,10 @@ def _requests(engine, sizes, kind):
     return sizes.python_requests
 
 
+@pytest.mark.parametrize("page_size", [PAGE_4K, PAGE_2M], ids=["4k", "2m"])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_iotlb_hit_batch(benchmark, engine, sizes):
-    scene = bench.second_level_scene(engine, 4, PAGE_4K, sizes.hit_pages,
+def test_iotlb_hit_batch(benchmark, engine, sizes, page_size):
+    scene = bench.second_level_scene(engine, 4, page_size, sizes.hit_pages,
                                      iotlb_entries=sizes.hit_pages)
     scene.requests(_requests(engine, sizes, "hit"), "random", seed=2)
     run = scene.batch()
