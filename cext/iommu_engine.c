@@ -104,6 +104,7 @@ struct iommu_mem {
 static inline void mem_forget_walk(iommu_mem *m)
 {
     memset(m->level_frame, 0, sizeof m->level_frame);
+    memset(m->level_pfn, 0xFF, sizeof m->level_pfn);  /* no frame number: never matches */
 }
 
 static inline uint64_t mem_home(const iommu_mem *m, uint64_t pfn)
@@ -125,6 +126,7 @@ iommu_mem *mem_new(uint64_t size, uint64_t *generation)
     }
     m->size = size;
     m->generation = generation ? generation : &m->zero_generation;
+    mem_forget_walk(m);
     return m;
 }
 
@@ -248,7 +250,7 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
 {
     uint64_t pfn = addr >> FRAME_SHIFT;
     const uint8_t *frame = m->level_frame[level];
-    if (!(frame && m->level_pfn[level] == pfn)) {
+    if (m->level_pfn[level] != pfn) {  /* a memo'd pfn always has its frame */
         frame = mem_frame(m, pfn);
         if (!frame)
             return 0;
@@ -1421,7 +1423,7 @@ static HOT_INLINE int walk_plain_levels(iommu_unit *u, uint64_t slpt, const uint
         uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
         uint64_t pfn = addr >> FRAME_SHIFT;
         const uint8_t *frame = m->level_frame[level];
-        if (!(frame && m->level_pfn[level] == pfn)) {
+        if (m->level_pfn[level] != pfn) {  /* a memo'd pfn always has its frame */
             frame = mem_frame(m, pfn);
             if (UNLIKELY(!frame))
                 return 0;  /* never written: not present */
@@ -1433,9 +1435,13 @@ static HOT_INLINE int walk_plain_levels(iommu_unit *u, uint64_t slpt, const uint
 #if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
         entry = __builtin_bswap64(entry);
 #endif
-        uint32_t ps = (uint32_t)(entry >> 7 & 1);
-        if (UNLIKELY((~entry & need) | (entry & u->sl_reserved[level][ps])))
+        /* The right present and no reserved bit of a table (or 4 KiB) entry; a large page
+         * then has more reserved bits (sl_reserved[level][1] holds [level][0]'s too). */
+        if (UNLIKELY((entry ^ need) & (need | u->sl_reserved[level][0])))
             return 0;  /* not present, no right, or a reserved bit */
+        uint32_t ps = level > 1 && (entry & SL_PS);
+        if (UNLIKELY(ps && (entry & u->sl_reserved[level][1])))
+            return 0;
         perm &= entry;
         if (level == 1 || ps) {
             leaf->fault = 0;

@@ -640,6 +640,50 @@ def test_lru_ring_fills_while_its_oldest_record_is_current(entries, repeats):
     assert pair.c.counter_values()["iotlb_misses"] == entries + 2
 
 
+BAD_BITS = [1 << 51, 1 << 48, 1 << 7, 1 << 11, 1 << 62, 1 << 12, 1 << 20, 1 << 29]
+
+
+@pytest.mark.parametrize("sc,dt", [(0, 0), (1, 1)])
+@pytest.mark.parametrize("sllps", [0, 1, 3])
+@pytest.mark.parametrize("level", [1, 2, 3, 4])
+def test_batch_walks_meet_reserved_bits_like_single_requests(level, sllps, sc, dt):
+    """In one batch, after a good request of the same device (so the batch's short paths
+    serve its requests), walks meet entries with reserved bits at each level: HAW and
+    above, PS where the unit has no such page or at a level that never has one, address
+    bits inside a large page, SNP without snoop control, TM without device-TLBs. Each
+    must fault (0xC) or translate exactly as the reference does."""
+    config = EngineConfig(haw=48, mgaw=48, sagaw=0b00110, sllps=sllps, sc=sc, dt=dt,
+                          iotlb_entries=8, context_entries=4)
+    pair = Pair(config, 1 << 52)
+    mem = pair.mem
+    root, ctx, l4, l3, l2, l1 = POOL[:6]
+    mem.write_u64(root, ctx | 1)
+    lo, hi = ContextEntry(True, False, 0, l4, 2, 1).encode()
+    mem.write_u64(ctx, lo)
+    mem.write_u64(ctx + 8, hi)
+    tables = {4: l4, 3: l3, 2: l2, 1: l1}
+    nxt = {4: l3, 3: l2, 2: l1}
+    # Index 0 of every table is good; index k + 1 of the table at `level` carries BAD_BITS[k].
+    for lv, table in tables.items():
+        target = nxt[lv] if lv > 1 else 0x5000000
+        mem.write_u64(table, target | 3)
+    page = {1: 0x1000, 2: 0x200000, 3: 0x40000000, 4: 0x8000000000}[level]
+    base_entry = (nxt[level] if level > 1 else 0x5000000) | 3
+    for k, bit in enumerate(BAD_BITS):
+        entry = base_entry | bit
+        if bit in (1 << 12, 1 << 20, 1 << 29) and level in (2, 3):
+            entry = ((0x40000000 if level == 3 else 0x200000) * (k + 1)) | bit | 0x83
+        mem.write_u64(tables[level] + 8 * (k + 1), entry)
+    pair.both("set_root_table", root)
+    pair.both("set_enabled", True)
+    reqs = [(0, 0x10, 0)]
+    for k in range(len(BAD_BITS)):
+        reqs += [(0, page * (k + 1) + 0x18, 0), (0, page * (k + 1) + 0x20, 1), (0, 0x30, 0)]
+    pair.batch(reqs)
+    pair.batch(reqs)  # again, with whatever the first pass cached
+    assert pair.c.counter_values()["faults"] > 0
+
+
 def test_batch_accepts_buffers_and_checks_lengths():
     config = EngineConfig()
     mem = PhysicalMemory()
