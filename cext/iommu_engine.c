@@ -1306,6 +1306,22 @@ static inline int32_t iotlb_find_large(const iommu_unit *u, uint32_t did, uint64
     return -1;
 }
 
+/* The IOTLB entry bit (R 1, W 2) an untranslated request needs, by its access byte; a
+ * translation or translated request needs a bit no entry has (0x80): not a plain hit.
+ * One load instead of testing the request type and then choosing the right. */
+static const uint8_t right_needed[256] = {
+#define ONE(a) (((a) & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) ? 0x80 \
+                : ((a) & ACCESS_WRITE) ? 2 : 1)
+#define FOUR(a) ONE(a), ONE(a + 1), ONE(a + 2), ONE(a + 3)
+#define SIXTEEN(a) FOUR(a), FOUR(a + 4), FOUR(a + 8), FOUR(a + 12)
+    SIXTEEN(0), SIXTEEN(16), SIXTEEN(32), SIXTEEN(48), SIXTEEN(64), SIXTEEN(80),
+    SIXTEEN(96), SIXTEEN(112), SIXTEEN(128), SIXTEEN(144), SIXTEEN(160), SIXTEEN(176),
+    SIXTEEN(192), SIXTEEN(208), SIXTEEN(224), SIXTEEN(240)
+#undef SIXTEEN
+#undef FOUR
+#undef ONE
+};
+
 /* LRU bookkeeping of a hit run: none (FIFO, random), the one set's ring with its tail in
  * a register, or ring_push (several sets). */
 enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2 };
@@ -1346,8 +1362,7 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
     for (; i < n; i++) {
         uint64_t iova = iovas[i];
         uint32_t access = accesses[i];
-        if (sids[i] != sid ||
-            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
+        if (sids[i] != sid || (iova & high))
             break;
         uint64_t vpn = iova >> 12;
         /* cache_find, with the keys read from the entries (the same values); the rest of
@@ -1364,8 +1379,8 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
         if (s < 0)
             break;
         const iotlb_entry *e = &values[s];
-        if (!(e->bits & (1u + (access & ACCESS_WRITE))) || ((e->gen ^ gen) & gen_mask))
-            break;  /* no right (a fault), or the stale check is due: the general path */
+        if (!(e->bits & right_needed[access]) || ((e->gen ^ gen) & gen_mask))
+            break;  /* no right (a fault), not a plain request, or the stale check is due */
         if (touch == TOUCH_ONE_RING) {  /* cache_lookup's LRU update, as ring_push */
             uint32_t idx = (uint32_t)t & ring_mask;
             ring[idx] = (uint32_t)s;

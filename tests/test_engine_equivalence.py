@@ -684,6 +684,36 @@ def test_batch_walks_meet_reserved_bits_like_single_requests(level, sllps, sc, d
     assert pair.c.counter_values()["faults"] > 0
 
 
+@pytest.mark.parametrize("tt", [0, 1])
+def test_batch_device_tlb_requests_between_hits(tt):
+    """In one batch, plain requests fill and hit the IOTLB, and between them the same
+    device sends ATS translation requests (8) and translated requests (16) to the same
+    pages: those must not be served as plain IOTLB hits (a translated request passes as it
+    is; with TT 00 both are blocked, 0xD), exactly as one request at a time."""
+    config = EngineConfig(dt=1, iotlb_entries=8)
+    pair = Pair(config, 1 << 52)
+    mem = pair.mem
+    root, ctx, l4, l3, l2, l1 = POOL[:6]
+    mem.write_u64(root, ctx | 1)
+    lo, hi = ContextEntry(True, False, tt, l4, 2, 1).encode()
+    mem.write_u64(ctx, lo)
+    mem.write_u64(ctx + 8, hi)
+    mem.write_u64(l4, l3 | 3)
+    mem.write_u64(l3, l2 | 3)
+    mem.write_u64(l2, l1 | 3)
+    for i in range(4):
+        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
+    pair.both("set_root_table", root)
+    pair.both("set_enabled", True)
+    reqs = []
+    for page in range(4):
+        reqs += [(0, page << 12, 0), (0, page << 12 | 8, 0)]
+    for access in (8, 9, 16, 17, 24, 0, 1):
+        reqs += [(0, page << 12 | 0x40, access) for page in range(4)]
+    pair.batch(reqs)
+    assert pair.c.counter_values()["iotlb_hits"] >= 8
+
+
 def test_batch_accepts_buffers_and_checks_lengths():
     config = EngineConfig()
     mem = PhysicalMemory()
