@@ -51,13 +51,15 @@ class Sizes:
     memory_pages: int = 1 << 16
     peer_requests: int = 2000  # for the (slow) Python peer
     repeats: int = 5
+    ratio_repeats: int = 11  # engine/baseline pairs behind a share (time_interleaved)
 
 
 FULL = Sizes()
 QUICK = Sizes(hit_pages=256, hit_requests=4096, walk_pages=2048, walk_iotlb_entries=16,
               walk_requests=4096,
               single_calls=2000, python_requests=1000, replay_events=20_000,
-              python_replay_events=5000, memory_pages=1024, peer_requests=50, repeats=3)
+              python_replay_events=5000, memory_pages=1024, peer_requests=50, repeats=3,
+              ratio_repeats=3)
 
 
 # ---------------------------------------------------------------------------- timing
@@ -352,7 +354,7 @@ def iotlb_hit_batch(engine: str, sizes: Sizes, baseline: bool = True,
     if info["iotlb_hit_share"] != 1.0:
         raise AssertionError(f"IOTLB-hit workload missed: {info}")
     base_run = baseline_iotlb_probe_runner(scene) if baseline else None
-    timed = time_interleaved([run, base_run] if base_run else [run], sizes.repeats)
+    timed = time_interleaved([run, base_run] if base_run else [run], sizes.ratio_repeats)
     name = "iotlb_hit_batch" + ("" if page_size == PAGE_4K else f"_{PAGE_NAMES[page_size]}")
     fig = rate_figure(name, engine, n_req, *timed[0], **info, iotlb_entries=sizes.hit_pages,
                       page_size=page_size)
@@ -375,7 +377,7 @@ def walk_batch(engine: str, sizes: Sizes, kind: str, levels: int, page_size: int
     if info["iotlb_hit_share"] > 0.02:
         raise AssertionError(f"walk workload hit the IOTLB: {info}")
     base_run = baseline_walk_runner(scene) if baseline else None
-    timed = time_interleaved([run, base_run] if base_run else [run], sizes.repeats)
+    timed = time_interleaved([run, base_run] if base_run else [run], sizes.ratio_repeats)
     name = walk_name(kind, levels, page_size, pattern)
     fig = rate_figure(name, engine, n_req, *timed[0], **info, levels=levels,
                       page_size=page_size, pattern=pattern, mapped_pages=n_pages)
