@@ -891,11 +891,12 @@ static void psc_fill(iommu_unit *u, uint32_t did, uint32_t level, uint64_t iova,
 
 static inline uint32_t iotlb_tag(uint32_t did, uint32_t level) { return did << 2 | level; }
 
-/* 4 KiB first, then 2 MiB, then 1 GiB, skipping levels with no entries. `touch`: LRU
- * update (a lookup) or not (a peek). */
-static HOT_INLINE iotlb_entry *iotlb_lookup(iommu_unit *u, uint32_t did, uint64_t iova, int touch)
+/* 4 KiB first, then 2 MiB, then 1 GiB (from level `first` on: 2 skips 4 KiB), skipping
+ * levels with no entries. `touch`: LRU update (a lookup) or not (a peek). */
+static HOT_INLINE iotlb_entry *iotlb_lookup(iommu_unit *u, uint32_t did, uint64_t iova,
+                                             uint32_t first, int touch)
 {
-    for (uint32_t level = 1; level <= 3; level++) {
+    for (uint32_t level = first; level <= 3; level++) {
         if (u->iotlb_level_count[level]) {
             uint64_t vpn = iova >> level_shift(level);
             int32_t s = touch ? cache_lookup(&u->iotlb, vpn, iotlb_tag(did, level))
@@ -1036,7 +1037,7 @@ static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry
         out->flags = (uint8_t)(flags | FLAG_PASSTHROUGH);
         return;
     }
-    iotlb_entry *e = known_miss ? NULL : iotlb_lookup(u, ctx->did, iova, 1);
+    iotlb_entry *e = known_miss ? NULL : iotlb_lookup(u, ctx->did, iova, 1, 1);
     if (e) {
         c->iotlb_hits++;
         *hit = e;
@@ -1289,23 +1290,6 @@ NOINLINE static int32_t iotlb_chain_find(const int32_t *chain, const iotlb_entry
     return s;
 }
 
-/* The 2 MiB, then the 1 GiB IOTLB entry for iova in domain did, where the IOTLB holds
- * entries of that size (a peek), and its page mask; or -1. */
-static inline int32_t iotlb_find_large(const iommu_unit *u, uint32_t did, uint64_t iova,
-                                       uint64_t *page_mask)
-{
-    for (uint32_t level = 2; level <= 3; level++) {
-        if (u->iotlb_level_count[level]) {
-            int32_t s = cache_find(&u->iotlb, iova >> level_shift(level), iotlb_tag(did, level));
-            if (s >= 0) {
-                *page_mask = (1ull << level_shift(level)) - 1;
-                return s;
-            }
-        }
-    }
-    return -1;
-}
-
 /* The IOTLB entry bit (R 1, W 2) an untranslated request needs, by its access byte; a
  * translation or translated request needs a bit no entry has (0x80): not a plain hit.
  * One load instead of testing the request type and then choosing the right. */
@@ -1374,7 +1358,11 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
         if (large) {  /* a run of 2 MiB and 1 GiB hits: a 4 KiB hit ends it */
             if (s >= 0)
                 break;
-            s = iotlb_find_large(u, ctx_did, iova, &page_mask);
+            const iotlb_entry *large_hit = iotlb_lookup(u, ctx_did, iova, 2, 0);  /* a peek */
+            if (large_hit) {
+                s = (int32_t)(large_hit - values);
+                page_mask = (1ull << level_shift(iotlb_level(large_hit))) - 1;
+            }
         }
         if (s < 0)
             break;
@@ -1435,21 +1423,9 @@ static HOT_INLINE int walk_plain_levels(iommu_unit *u, uint64_t slpt, const uint
     for (uint32_t level = levels; level >= 1; level--) {
         if (UNLIKELY(table >= tables_below))
             return 0;  /* (tables are 4 KiB-aligned) the general path checks the entry */
-        uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
-        uint64_t pfn = addr >> FRAME_SHIFT;
-        const uint8_t *frame = m->level_frame[level];
-        if (m->level_pfn[level] != pfn) {  /* a memo'd pfn always has its frame */
-            frame = mem_frame(m, pfn);
-            if (UNLIKELY(!frame))
-                return 0;  /* never written: not present */
-            m->level_pfn[level] = pfn;
-            m->level_frame[level] = (uint8_t *)frame;
-        }
-        uint64_t entry;
-        memcpy(&entry, frame + (addr & (PAGE_4K - 8u)), 8);
-#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
-        entry = __builtin_bswap64(entry);
-#endif
+        /* (a frame never written reads as zero: not present) */
+        uint64_t entry = mem_read_u64_at_level(m, table + ((iova >> level_shift(level)) & 511) * 8,
+                                               level);
         /* The right present and no reserved bit of a table (or 4 KiB) entry; a large page
          * then has more reserved bits (sl_reserved[level][1] holds [level][0]'s too). */
         if (UNLIKELY((entry ^ need) & (need | u->sl_reserved[level][0])))
@@ -1539,8 +1515,7 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
                 break;  /* a hit: for a hit run */
             /* iotlb_lookup's larger pages, where the IOTLB holds any (a peek: a hit ends
              * the run before anything is touched, and a hit run takes it) */
-            if ((level_count[2] && cache_find(tlb, iova >> 21, iotlb_tag(ctx->did, 2)) >= 0) ||
-                (level_count[3] && cache_find(tlb, iova >> 30, iotlb_tag(ctx->did, 3)) >= 0))
+            if ((level_count[2] | level_count[3]) && iotlb_lookup(u, ctx->did, iova, 2, 0))
                 break;
         }
         walk_leaf leaf;
@@ -1618,7 +1593,7 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
         int known_miss = 0;
         if (f.ctx && sid == f.sid &&
             !((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & f.high))) {
-            const iotlb_entry *e = iotlb_lookup(u, f.ctx->did, iova, 0);  /* a peek */
+            const iotlb_entry *e = iotlb_lookup(u, f.ctx->did, iova, 1, 0);  /* a peek */
             if (e != NULL) {
                 uint64_t j = (iotlb_level(e) == 1 ? run_4k : run_large)(u, &f, &io, i, n);
                 if (j > i) {
