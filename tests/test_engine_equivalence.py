@@ -481,27 +481,37 @@ TestEnginesMachine.settings = settings(max_examples=60, stateful_step_count=30, 
                                        suppress_health_check=list(HealthCheck))
 
 
+def small_domain(config: EngineConfig, pages: int = 8, dids=(1,), tt: int = 0,
+                 rights=lambda i: 3) -> tuple[Pair, tuple[int, ...]]:
+    """Both engines on a 4-level domain: devices 00:00.0, 00:00.1... (one per entry of
+    `dids`, with that domain id and translation type `tt`) share one path of tables whose
+    last one maps `pages` 4 KiB pages at 0 to 0x5000000 with `rights(i)`; translation
+    enabled. Returns the pair and the tables (root, context, l4, l3, l2, l1)."""
+    pair = Pair(config, 1 << 52)
+    mem = pair.mem
+    root, ctx, l4, l3, l2, l1 = tables = tuple(POOL[:6])
+    mem.write_u64(root, ctx | 1)
+    for devfn, did in enumerate(dids):
+        lo, hi = ContextEntry(True, False, tt, l4, 2, did).encode()
+        mem.write_u64(ctx + 16 * devfn, lo)
+        mem.write_u64(ctx + 16 * devfn + 8, hi)
+    mem.write_u64(l4, l3 | 3)
+    mem.write_u64(l3, l2 | 3)
+    mem.write_u64(l2, l1 | 3)
+    for i in range(pages):
+        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | rights(i))
+    pair.both("set_root_table", root)
+    pair.both("set_enabled", True)
+    return pair, tables
+
+
 # -- directed cases ---------------------------------------------------------------------
 @pytest.mark.parametrize("policy", [0, 1, 2])
 @pytest.mark.parametrize("size", [0, 1, 2, 5])
 def test_replacement_order_matches(policy, size):
     """Cycling over more pages than slots: every policy evicts the same slots."""
     config = EngineConfig(iotlb_entries=size, context_entries=size, policy=policy, seed=7)
-    pair = Pair(config, 1 << 52)
-    mem = pair.mem
-    root, ctx, l4, l3, l2, l1 = POOL[:6]
-    mem.write_u64(root, ctx | 1)
-    for devfn in range(8):
-        lo, hi = ContextEntry(True, False, 0, l4, 2, 1 + devfn % 2).encode()
-        mem.write_u64(ctx + 16 * devfn, lo)
-        mem.write_u64(ctx + 16 * devfn + 8, hi)
-    mem.write_u64(l4, l3 | 3)
-    mem.write_u64(l3, l2 | 3)
-    mem.write_u64(l2, l1 | 3)
-    for i in range(16):
-        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
-    pair.both("set_root_table", root)
-    pair.both("set_enabled", True)
+    pair, _ = small_domain(config, pages=16, dids=[1 + devfn % 2 for devfn in range(8)])
     reqs = [(i % 8, (i * 7 % 16) << 12, 0) for i in range(200)]
     pair.batch(reqs)
     pair.both("invalidate_iotlb", 2, 1)
@@ -518,21 +528,7 @@ def test_long_streams_keep_exact_replacement(policy, size, ways):
     reference's ordered dictionaries do, request for request."""
     config = EngineConfig(iotlb_entries=size, iotlb_ways=ways, context_entries=4, policy=policy,
                           seed=11)
-    pair = Pair(config, 1 << 52)
-    mem = pair.mem
-    root, ctx, l4, l3, l2, l1 = POOL[:6]
-    mem.write_u64(root, ctx | 1)
-    for devfn in range(3):
-        lo, hi = ContextEntry(True, False, 0, l4, 2, 1 + devfn).encode()
-        mem.write_u64(ctx + 16 * devfn, lo)
-        mem.write_u64(ctx + 16 * devfn + 8, hi)
-    mem.write_u64(l4, l3 | 3)
-    mem.write_u64(l3, l2 | 3)
-    mem.write_u64(l2, l1 | 3)
-    for i in range(64):
-        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
-    pair.both("set_root_table", root)
-    pair.both("set_enabled", True)
+    pair, _ = small_domain(config, pages=64, dids=(1, 2, 3))
     rng = random.Random(size * 100 + ways * 10 + policy)
     for round_ in range(6):
         reqs = []
@@ -550,23 +546,9 @@ def test_batch_large_page_filled_mid_run(policy):
     """In one batch: misses on 4 KiB pages, then a walk that ends at a 2 MiB (and a
     1 GiB) leaf, then more requests inside that large page. Those must hit the large
     entry just filled, in the middle of a run of misses, as one request at a time does."""
-    config = EngineConfig(iotlb_entries=16, policy=policy)
-    pair = Pair(config, 1 << 52)
-    mem = pair.mem
-    root, ctx, l4, l3, l2, l1 = POOL[:6]
-    mem.write_u64(root, ctx | 1)
-    lo, hi = ContextEntry(True, False, 0, l4, 2, 1).encode()
-    mem.write_u64(ctx, lo)
-    mem.write_u64(ctx + 8, hi)
-    mem.write_u64(l4, l3 | 3)
-    mem.write_u64(l3, l2 | 3)
-    mem.write_u64(l3 + 8, 0x40000000 | 0x83)  # 1 GiB page at 1 GiB
-    mem.write_u64(l2, l1 | 3)
-    mem.write_u64(l2 + 8, 0x600000 | 0x83)  # 2 MiB page at 2 MiB
-    for i in range(8):
-        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
-    pair.both("set_root_table", root)
-    pair.both("set_enabled", True)
+    pair, (_, _, _, l3, l2, _) = small_domain(EngineConfig(iotlb_entries=16, policy=policy))
+    pair.mem.write_u64(l3 + 8, 0x40000000 | 0x83)  # 1 GiB page at 1 GiB
+    pair.mem.write_u64(l2 + 8, 0x600000 | 0x83)  # 2 MiB page at 2 MiB
     reqs = [(0, i << 12, 0) for i in range(8)]
     reqs += [(0, 0x200000 + k * 0x3000, 0) for k in range(6)]
     reqs += [(0, 0x40000000 + k * 0x123000, 1) for k in range(6)]
@@ -584,23 +566,9 @@ def test_full_iotlb_replacement_keeps_rights(policy, ways):
     reads and writes. The rights cached with each replacement must be the walk's: a write
     to a cached read-only page faults, and so on, as in the reference."""
     config = EngineConfig(iotlb_entries=4, iotlb_ways=ways, policy=policy, seed=3)
-    pair = Pair(config, 1 << 52)
-    mem = pair.mem
-    root, ctx, l4, l3, l2, l1 = POOL[:6]
-    mem.write_u64(root, ctx | 1)
-    lo, hi = ContextEntry(True, False, 0, l4, 2, 1).encode()
-    mem.write_u64(ctx, lo)
-    mem.write_u64(ctx + 8, hi)
-    mem.write_u64(l4, l3 | 3)
-    mem.write_u64(l3, l2 | 3)
-    mem.write_u64(l2, l1 | 3)
-    mem.write_u64(l2 + 8, 0x600000 | 0x81)  # 2 MiB, read-only
-    mem.write_u64(l2 + 16, 0xA00000 | 0x82)  # 2 MiB, write-only
-    rights = [1, 2, 3]
-    for i in range(12):
-        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | rights[i % 3])
-    pair.both("set_root_table", root)
-    pair.both("set_enabled", True)
+    pair, (_, _, _, _, l2, _) = small_domain(config, pages=12, rights=lambda i: 1 + i % 3)
+    pair.mem.write_u64(l2 + 8, 0x600000 | 0x81)  # 2 MiB, read-only
+    pair.mem.write_u64(l2 + 16, 0xA00000 | 0x82)  # 2 MiB, write-only
     rng = random.Random(policy * 10 + ways)
     addrs = [i << 12 for i in range(12)] + [0x200000 + 0x5000, 0x400000 + 0x7000]
     for _ in range(8):
@@ -617,21 +585,7 @@ def test_lru_ring_fills_while_its_oldest_record_is_current(entries, repeats):
     engine's recency ring is full while its oldest record is still the first page's only
     one; then a new page must evict that first page (the least recently used), and it
     misses again afterwards, as in the reference."""
-    config = EngineConfig(iotlb_entries=entries, policy=0)
-    pair = Pair(config, 1 << 52)
-    mem = pair.mem
-    root, ctx, l4, l3, l2, l1 = POOL[:6]
-    mem.write_u64(root, ctx | 1)
-    lo, hi = ContextEntry(True, False, 0, l4, 2, 1).encode()
-    mem.write_u64(ctx, lo)
-    mem.write_u64(ctx + 8, hi)
-    mem.write_u64(l4, l3 | 3)
-    mem.write_u64(l3, l2 | 3)
-    mem.write_u64(l2, l1 | 3)
-    for i in range(8):
-        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
-    pair.both("set_root_table", root)
-    pair.both("set_enabled", True)
+    pair, _ = small_domain(EngineConfig(iotlb_entries=entries, policy=0))
     first, others = 0, [(k + 1) << 12 for k in range(entries - 1)]
     reqs = [(0, first, 0)] + [(0, a, 0) for a in others]
     reqs += [(0, others[-1], 0)] * repeats * 8
@@ -654,19 +608,11 @@ def test_batch_walks_meet_reserved_bits_like_single_requests(level, sllps, sc, d
     must fault (0xC) or translate exactly as the reference does."""
     config = EngineConfig(haw=48, mgaw=48, sagaw=0b00110, sllps=sllps, sc=sc, dt=dt,
                           iotlb_entries=8, context_entries=4)
-    pair = Pair(config, 1 << 52)
+    # Index 0 of every table is good; index k + 1 of the table at `level` carries BAD_BITS[k].
+    pair, (_, _, l4, l3, l2, l1) = small_domain(config, pages=1)
     mem = pair.mem
-    root, ctx, l4, l3, l2, l1 = POOL[:6]
-    mem.write_u64(root, ctx | 1)
-    lo, hi = ContextEntry(True, False, 0, l4, 2, 1).encode()
-    mem.write_u64(ctx, lo)
-    mem.write_u64(ctx + 8, hi)
     tables = {4: l4, 3: l3, 2: l2, 1: l1}
     nxt = {4: l3, 3: l2, 2: l1}
-    # Index 0 of every table is good; index k + 1 of the table at `level` carries BAD_BITS[k].
-    for lv, table in tables.items():
-        target = nxt[lv] if lv > 1 else 0x5000000
-        mem.write_u64(table, target | 3)
     page = {1: 0x1000, 2: 0x200000, 3: 0x40000000, 4: 0x8000000000}[level]
     base_entry = (nxt[level] if level > 1 else 0x5000000) | 3
     for k, bit in enumerate(BAD_BITS):
@@ -674,8 +620,6 @@ def test_batch_walks_meet_reserved_bits_like_single_requests(level, sllps, sc, d
         if bit in (1 << 12, 1 << 20, 1 << 29) and level in (2, 3):
             entry = ((0x40000000 if level == 3 else 0x200000) * (k + 1)) | bit | 0x83
         mem.write_u64(tables[level] + 8 * (k + 1), entry)
-    pair.both("set_root_table", root)
-    pair.both("set_enabled", True)
     reqs = [(0, 0x10, 0)]
     for k in range(len(BAD_BITS)):
         reqs += [(0, page * (k + 1) + 0x18, 0), (0, page * (k + 1) + 0x20, 1), (0, 0x30, 0)]
@@ -690,21 +634,7 @@ def test_batch_device_tlb_requests_between_hits(tt):
     device sends ATS translation requests (8) and translated requests (16) to the same
     pages: those must not be served as plain IOTLB hits (a translated request passes as it
     is; with TT 00 both are blocked, 0xD), exactly as one request at a time."""
-    config = EngineConfig(dt=1, iotlb_entries=8)
-    pair = Pair(config, 1 << 52)
-    mem = pair.mem
-    root, ctx, l4, l3, l2, l1 = POOL[:6]
-    mem.write_u64(root, ctx | 1)
-    lo, hi = ContextEntry(True, False, tt, l4, 2, 1).encode()
-    mem.write_u64(ctx, lo)
-    mem.write_u64(ctx + 8, hi)
-    mem.write_u64(l4, l3 | 3)
-    mem.write_u64(l3, l2 | 3)
-    mem.write_u64(l2, l1 | 3)
-    for i in range(4):
-        mem.write_u64(l1 + 8 * i, (0x5000000 + 0x1000 * i) | 3)
-    pair.both("set_root_table", root)
-    pair.both("set_enabled", True)
+    pair, _ = small_domain(EngineConfig(dt=1, iotlb_entries=8), pages=4, tt=tt)
     reqs = []
     for page in range(4):
         reqs += [(0, page << 12, 0), (0, page << 12 | 8, 0)]
