@@ -212,17 +212,9 @@ def _lib():
     return _engine.load_c_engine()
 
 
-def baseline_iotlb_probe(scene: Scene, repeats: int) -> dict | None:
-    """The IOTLB's hash probe alone, over the same (warm) IOTLB and requests."""
-    run = baseline_iotlb_probe_runner(scene)
-    if run is None:
-        return None
-    sec, times = time_median(run, repeats)
-    return rate_figure("baseline_hash_probe", "c", len(scene.iovas), sec, times)
-
-
 def baseline_iotlb_probe_runner(scene: Scene) -> Callable[[], object] | None:
-    """A function running the bare probe over all requests, its answers checked once."""
+    """The IOTLB's hash probe alone, over the same (warm) IOTLB and requests: a function
+    running it over all requests, its answers checked once (None without the C engine)."""
     c_unit = with_c_unit(scene)
     if c_unit is None:
         return None
@@ -243,17 +235,9 @@ def baseline_iotlb_probe_runner(scene: Scene) -> Callable[[], object] | None:
     return run
 
 
-def baseline_walk(scene: Scene, repeats: int) -> dict | None:
-    """The walk's pointer chase alone, through the same memory index."""
-    run = baseline_walk_runner(scene)
-    if run is None:
-        return None
-    sec, times = time_median(run, repeats)
-    return rate_figure("baseline_pointer_chase", "c", len(scene.iovas), sec, times)
-
-
 def baseline_walk_runner(scene: Scene) -> Callable[[], object] | None:
-    """A function running the bare pointer chase over all requests, checked once."""
+    """The walk's pointer chase alone, through the same memory index: a function running
+    it over all requests, its answers checked once (None without the C engine)."""
     if with_c_unit(scene) is None:
         return None
     mod = _lib()
@@ -571,15 +555,11 @@ def _attach_baseline(fig: dict, base: dict | None) -> None:
         fig["ratio_to_baseline"] = None
         return
     fig["baseline"] = base
-    # Run by run when the runs alternated (time_interleaved): each engine run against the
-    # baseline run right after it, the median of those; steadier on a noisy host than the
-    # ratio of two medians, which is the fallback.
-    a_runs, b_runs = fig.get("repeats", []), base.get("repeats", [])
-    if fig["count"] == base["count"] and a_runs and len(a_runs) == len(b_runs) and all(
-            t > 0 for t in a_runs):
-        fig["ratio_to_baseline"] = statistics.median(b / a for a, b in zip(a_runs, b_runs))
-    else:
-        fig["ratio_to_baseline"] = fig["per_s"] / base["per_s"] if base["per_s"] else None
+    # Run by run (the runs alternated, time_interleaved): each engine run against the
+    # baseline run right after it over the same requests, the median of those ratios;
+    # steadier on a noisy host than the ratio of two medians.
+    fig["ratio_to_baseline"] = statistics.median(
+        b / a for a, b in zip(fig["repeats"], base["repeats"]) if a > 0)
 
 
 # --------------------------------------------------------------------- the table of runs
