@@ -577,7 +577,7 @@ static void cache_remove_slot(slot_cache *c, int32_t s)
     c->valid[s] = 0;  /* its records are no longer current */
     c->key_a[s] = 0;
     c->key_b[s] = 0;
-    uint32_t set = (uint32_t)s / c->ways;
+    uint32_t set = cache_set(c, s);
     c->free_stack[set * c->ways + c->set_nfree[set]++] = (uint32_t)s;
     c->used--;
 }
