@@ -521,18 +521,20 @@ static HOT_INLINE void hash_unlink(slot_cache *c, int32_t s)
     *at = c->chain[s];
 }
 
-static HOT_INLINE void hash_link(slot_cache *c, uint64_t a, uint32_t b, int32_t s)
+/* Put slot s first in bucket `home`'s chain (home: cache_home of its key). */
+static HOT_INLINE void hash_link(slot_cache *c, uint64_t home, int32_t s)
 {
-    int32_t *first = &c->bucket[cache_home(c, a, b)];
+    int32_t *first = &c->bucket[home];
     c->chain[s] = *first;
     *first = s;
 }
 
-/* Take a slot of set `set` for a new key: a free one, else the policy's victim in the
- * set (*evicted set; the victim's value is still in the caller's array). -1 when the
+/* Take a slot of set `set` for a new key (its bucket `home`, from cache_home, which a
+ * caller that has just probed already holds): a free one, else the policy's victim in
+ * the set (*evicted set; the victim's value is still in the caller's array). -1 when the
  * cache has no slots. */
-static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, uint32_t set,
-                                       int *evicted)
+static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, uint64_t home,
+                                       uint32_t set, int *evicted)
 {
     int32_t s;
     *evicted = 0;
@@ -543,7 +545,9 @@ static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, ui
     uint32_t base = set * c->ways;
     if (c->set_nfree[set]) {
         s = (int32_t)c->free_stack[base + --c->set_nfree[set]];
-    } else {
+        c->valid[s] = 1;
+        c->used++;
+    } else {  /* the victim's slot stays occupied, by the new key */
         if (c->policy == POLICY_RANDOM) {
             c->rng = rng_next(c->rng);
             s = (int32_t)(base + c->rng % c->ways);
@@ -556,15 +560,12 @@ static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, ui
         if (c->last == s)
             c->last = -1;
         hash_unlink(c, s);
-        c->used--;
     }
     c->key_a[s] = a;
     c->key_b[s] = b;
-    c->valid[s] = 1;
-    hash_link(c, a, b, s);
+    hash_link(c, home, s);
     if (c->policy != POLICY_RANDOM)
         ring_push(c, s);
-    c->used++;
     return s;
 }
 
@@ -870,7 +871,8 @@ static void psc_fill(iommu_unit *u, uint32_t did, uint32_t level, uint64_t iova,
         return;
     uint64_t vpn = iova >> level_shift(level);
     int evicted;
-    int32_t s = cache_insert(&u->psc, vpn, psc_tag(did, level), 0, &evicted);
+    uint32_t tag = psc_tag(did, level);
+    int32_t s = cache_insert(&u->psc, vpn, tag, cache_home(&u->psc, vpn, tag), 0, &evicted);
     if (s < 0)
         return;  /* not reached: a cache with slots always gives one */
     psc_entry *e = &u->psc_values[s];
@@ -908,16 +910,22 @@ static HOT_INLINE iotlb_entry *iotlb_lookup(iommu_unit *u, uint32_t did, uint64_
     return NULL;
 }
 
-static HOT_INLINE void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, const walk_leaf *leaf,
-                              hot_counters *h)
+/* Cache a walk's leaf for iova in domain did. `home`: the key's bucket when the caller has
+ * it (a batch's 4 KiB probe), else NO_HOME. */
+#define NO_HOME (~0ull)
+static HOT_INLINE void iotlb_fill_home(iommu_unit *u, uint32_t did, uint64_t iova,
+                                       const walk_leaf *leaf, uint64_t home, hot_counters *h)
 {
     if (u->iotlb.size == 0)
         return;
     uint64_t vpn = iova >> level_shift(leaf->level);
+    uint32_t tag = iotlb_tag(did, leaf->level);
+    if (home == NO_HOME)
+        home = cache_home(&u->iotlb, vpn, tag);
     int evicted;
     /* Set-associative IOTLBs index their sets by the low bits of the page number. */
     uint32_t nsets = u->iotlb.nsets;
-    int32_t s = cache_insert(&u->iotlb, vpn, iotlb_tag(did, leaf->level),
+    int32_t s = cache_insert(&u->iotlb, vpn, tag, home,
                              nsets == 1 ? 0 : (uint32_t)(vpn % nsets), &evicted);
     if (s < 0)
         return;  /* not reached: a cache with slots always gives one */
@@ -926,12 +934,18 @@ static HOT_INLINE void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, co
         h->iotlb_evictions++;
         u->iotlb_level_count[iotlb_level(e)]--;
     }
-    e->tag = iotlb_tag(did, leaf->level);
+    e->tag = tag;
     e->vpn = vpn;
     e->base = leaf->base;
     e->bits = (uint8_t)(leaf->perm | leaf->snp << 3 | leaf->tm << 4);
     e->gen = *u->mem->generation;
     u->iotlb_level_count[leaf->level]++;
+}
+
+static HOT_INLINE void iotlb_fill(iommu_unit *u, uint32_t did, uint64_t iova, const walk_leaf *leaf,
+                                  hot_counters *h)
+{
+    iotlb_fill_home(u, did, iova, leaf, NO_HOME, h);
 }
 
 /* ========================================================================= faults */
@@ -1200,7 +1214,8 @@ static HOT_INLINE void translate(iommu_unit *u, uint32_t sid, uint64_t iova, uin
             return;
         }
         int evicted;
-        s = cache_insert(&u->context_cache, sid, 0, 0, &evicted);
+        s = cache_insert(&u->context_cache, sid, 0, cache_home(&u->context_cache, sid, 0), 0,
+                         &evicted);
         if (evicted)
             u->counters.context_evictions++;
         if (s >= 0) {
@@ -1448,39 +1463,6 @@ static HOT_INLINE int walk_plain_levels(iommu_unit *u, uint64_t slpt, const uint
     return 0;  /* unreachable: level 1 is always a leaf */
 }
 
-/* iotlb_fill when the IOTLB is one full set under LRU or FIFO (a walk's usual case): the
- * oldest entry makes room. `home`: the new key's bucket. The same steps as cache_insert
- * and iotlb_fill, without their general cases. */
-static HOT_INLINE void iotlb_replace_oldest(iommu_unit *u, uint64_t vpn, uint32_t tag,
-                                            uint64_t home, const walk_leaf *leaf,
-                                            hot_counters *h)
-{
-    slot_cache *c = &u->iotlb;
-    int32_t s = ring_pop_oldest(c, 0);
-    if (UNLIKELY(s < 0))
-        return;  /* not reached: a full set has a current record per slot */
-    iotlb_entry *e = &u->iotlb_values[s];
-    if (c->last == s)
-        c->last = -1;
-    int32_t *at = &c->bucket[cache_home(c, e->vpn, e->tag)];  /* the old key's chain */
-    while (*at != s && *at >= 0)
-        at = &c->chain[*at];
-    *at = c->chain[s];
-    u->iotlb_level_count[iotlb_level(e)]--;
-    h->iotlb_evictions++;
-    c->key_a[s] = vpn;
-    c->key_b[s] = tag;
-    c->chain[s] = c->bucket[home];
-    c->bucket[home] = s;
-    ring_push(c, s);
-    e->vpn = vpn;
-    e->base = leaf->base;
-    e->gen = *u->mem->generation;
-    e->tag = tag;
-    e->bits = (uint8_t)(leaf->perm | leaf->snp << 3 | leaf->tm << 4);
-    u->iotlb_level_count[leaf->level]++;
-}
-
 /* Serve requests from i on while each is, for the fast context, an untranslated request
  * inside its width that misses the IOTLB at every level and whose walk meets only a plain
  * path (walk_plain_levels): the miss path of
@@ -1524,18 +1506,7 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         h.iotlb_misses++;
         h.walks++;
         h.memory_reads += levels - leaf.level + 1;
-        if (tlb->nsets == 1 && tlb->policy != POLICY_RANDOM && tlb->size &&
-            !tlb->set_nfree[0]) {
-            if (leaf.level == 1) {
-                iotlb_replace_oldest(u, vpn, tag, home, &leaf, &h);
-            } else {
-                uint64_t big = iova >> level_shift(leaf.level);
-                uint32_t big_tag = iotlb_tag(ctx->did, leaf.level);
-                iotlb_replace_oldest(u, big, big_tag, cache_home(tlb, big, big_tag), &leaf, &h);
-            }
-        } else {
-            iotlb_fill(u, ctx->did, iova, &leaf, &h);
-        }
+        iotlb_fill_home(u, ctx->did, iova, &leaf, leaf.level == 1 ? home : NO_HOME, &h);
         io->out_hpa[i] = leaf.base | (iova & ((1ull << level_shift(leaf.level)) - 1));
         h.translations++;
         h.context_hits++;
