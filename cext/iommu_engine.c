@@ -298,6 +298,7 @@ typedef struct {
     uint8_t *valid;
     int32_t *bucket;       /* hmask + 1 chains' first slots (-1: empty) */
     int32_t *chain;        /* per slot: the next slot in its bucket's chain (-1: last) */
+    uint32_t *home;        /* per occupied slot: its bucket (no rehash to unlink it) */
     uint64_t hmask;
     uint32_t hbits;
     int32_t last;  /* the slot the last lookup found (-1: none), and its key: checked */
@@ -334,7 +335,7 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
     c->rng = seed ? seed : 1;
     c->hbits = 1;
     c->last = -1;
-    while (c->hbits < 40 && (1ull << c->hbits) < 4ull * size)
+    while (c->hbits < 32 && (1ull << c->hbits) < 4ull * size)  /* a bucket fits home[] */
         c->hbits++;
     c->hmask = (1ull << c->hbits) - 1;
     c->free_stack = malloc(((size_t)size + 1) * sizeof *c->free_stack);
@@ -357,8 +358,9 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
     c->valid = calloc((size_t)size + 1, 1);
     c->bucket = malloc((size_t)(c->hmask + 1) * sizeof *c->bucket);
     c->chain = malloc(((size_t)size + 1) * sizeof *c->chain);
+    c->home = calloc((size_t)size + 1, sizeof *c->home);
     if (!c->free_stack || !c->set_nfree || !c->key_a || !c->key_b ||
-        !c->valid || !c->bucket || !c->chain)
+        !c->valid || !c->bucket || !c->chain || !c->home)
         return -1;
     for (uint32_t set = 0; set < c->nsets; set++) {
         uint32_t base = set * ways;
@@ -385,6 +387,7 @@ static void cache_release(slot_cache *c)
     free(c->valid);
     free(c->bucket);
     free(c->chain);
+    free(c->home);
 }
 
 /* The set slot `s` belongs to (no division when fully associative). */
@@ -512,7 +515,7 @@ static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
 /* Take occupied slot s out of its bucket's chain. */
 static HOT_INLINE void hash_unlink(slot_cache *c, int32_t s)
 {
-    int32_t *at = &c->bucket[cache_home(c, c->key_a[s], c->key_b[s])];
+    int32_t *at = &c->bucket[c->home[s]];
     while (*at != s) {
         if (*at < 0)
             return;  /* not reached: an occupied slot is in its chain */
@@ -527,6 +530,7 @@ static HOT_INLINE void hash_link(slot_cache *c, uint64_t home, int32_t s)
     int32_t *first = &c->bucket[home];
     c->chain[s] = *first;
     *first = s;
+    c->home[s] = (uint32_t)home;
 }
 
 /* Take a slot of set `set` for a new key (its bucket `home`, from cache_home, which a
@@ -1480,12 +1484,15 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
     const uint16_t *const sids = io->sids;
     const uint64_t *const iovas = io->iovas;
     const uint8_t *const accesses = io->accesses;
+    /* Once a fully associative LRU/FIFO IOTLB is full, miss_run_ring_levels takes over. */
+    const int ring_fill = tlb->size && tlb->nsets == 1 && tlb->ring;
     hot_counters h = *counters;
     for (; i < n; i++) {
         uint64_t iova = iovas[i];
         uint32_t access = accesses[i];
         if (sids[i] != sid ||
-            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
+            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)) ||
+            (ring_fill && tlb->set_nfree[0] == 0))
             break;
         uint64_t vpn = iova >> 12;
         uint64_t home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> (64u - tlb->hbits);
@@ -1517,9 +1524,179 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
     return i;
 }
 
+/* miss_run_levels for the common IOTLB: fully associative, LRU or FIFO, and full, so every
+ * fill evicts the ring's oldest current record. The fill is written out here with the
+ * ring's head and tail, the walk memo and the reserved-bit masks in locals for the run
+ * (written back at its end): the same answers, unit state and counters as
+ * miss_run_levels, in about half the instructions. A request this loop does not serve
+ * ends the run, with nothing touched for it but the walk memo. */
+static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_context *f,
+                                                const batch_io *io, uint64_t i, uint64_t n,
+                                                const uint32_t levels, hot_counters *counters)
+{
+    slot_cache *tlb = &u->iotlb;
+    iommu_mem *m = u->mem;
+    int32_t *const bucket = tlb->bucket, *const chain = tlb->chain;
+    uint32_t *const slot_home = tlb->home;
+    uint64_t *const key_a = tlb->key_a;
+    uint32_t *const key_b = tlb->key_b;
+    uint32_t *const ring = tlb->ring, *const ring_pos = tlb->ring_pos;
+    const uint32_t ring_mask = tlb->ring_mask, hshift = 64u - tlb->hbits;
+    uint64_t head = tlb->ring_head[0], tail = tlb->ring_tail[0];
+    iotlb_entry *const values = u->iotlb_values;
+    uint32_t *const level_count = u->iotlb_level_count;
+    uint32_t large = level_count[2] | level_count[3];
+    const uint64_t gen = *m->generation;
+    const uint32_t sid = f->sid, tag = f->tag, did = f->ctx->did;
+    const uint64_t key = f->key, high = f->high;
+    const uint64_t addr_mask = u->addr_mask, slpt = f->ctx->slpt;
+    const uint16_t *const sids = io->sids;
+    const uint64_t *const iovas = io->iovas;
+    const uint8_t *const accesses = io->accesses;
+    uint64_t *const out_hpa = io->out_hpa;
+    uint8_t *const out_fault = io->out_fault, *const out_flags = io->out_flags;
+    /* The walk memo, each frame number below the bound (a table there ends inside memory):
+     * one not, or none, is looked up (and its bound checked) on first use. */
+    const uint64_t pfn_below = m->size >> FRAME_SHIFT;
+    uint64_t memo_pfn[6], rsv_table[6], rsv_large[6];
+    const uint8_t *memo_frame[6];
+    for (uint32_t level = 1; level <= 5; level++) {
+        memo_pfn[level] = m->level_pfn[level] < pfn_below ? m->level_pfn[level] : ~0ull;
+        memo_frame[level] = m->level_frame[level];
+        rsv_table[level] = u->sl_reserved[level][0];
+        rsv_large[level] = u->sl_reserved[level][1];
+    }
+    tlb->last = -1;  /* the lookup memo: it may be a slot this run refills (a memo only) */
+    const uint64_t first = i;
+    uint64_t large_leaves = 0;  /* walks ending above level 1 (fewer memory reads) */
+    for (; i < n; i++) {
+        const uint64_t iova = iovas[i];
+        const uint32_t access = accesses[i];
+        if (sids[i] != sid ||
+            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
+            break;
+        const uint64_t vpn = iova >> 12;
+        uint64_t home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift;
+        int32_t s = bucket[home];
+        while (s >= 0 && !(key_a[s] == vpn && key_b[s] == tag))
+            s = chain[s];
+        if (s >= 0 || (large && iotlb_lookup(u, did, iova, 2, 0)))
+            break;  /* a hit (at any level): for a hit run */
+
+        /* The walk (walk_plain_levels, its memo in locals). */
+        const uint64_t need = (access & ACCESS_WRITE) ? SL_W : SL_R;
+        uint64_t table = slpt, perm = 7, entry = 0;
+        uint32_t leaf_level = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 5
+#endif
+        for (uint32_t level = levels; level >= 1; level--) {
+            const uint64_t pfn = table >> FRAME_SHIFT;
+            if (pfn != memo_pfn[level]) {
+                const uint8_t *frame = pfn < pfn_below ? mem_frame(m, pfn) : NULL;
+                if (!frame)
+                    break;  /* beyond memory (the general path checks the entry), or a
+                             * frame never written (zero: not present) */
+                memo_pfn[level] = pfn;
+                memo_frame[level] = frame;
+            }
+            memcpy(&entry, memo_frame[level] + ((iova >> level_shift(level)) & 511) * 8, 8);
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+            entry = __builtin_bswap64(entry);
+#endif
+            if (UNLIKELY((entry ^ need) & (need | rsv_table[level])))
+                break;  /* not present, no right, or a reserved bit */
+            perm &= entry;
+            if (level == 1 || (entry & SL_PS)) {
+                if (level == 1 || !(entry & rsv_large[level]))
+                    leaf_level = level;
+                break;
+            }
+            table = entry & addr_mask;
+        }
+        if (UNLIKELY(!leaf_level))
+            break;  /* not a plain walk: the general path does it again and faults */
+
+        /* The fill: the oldest current record's slot takes the new key. */
+        const uint64_t leaf_vpn = iova >> level_shift(leaf_level);
+        const uint32_t leaf_tag = tag + (leaf_level - 1);  /* iotlb_tag(did, leaf_level) */
+        if (leaf_level != 1)
+            home = ((leaf_vpn ^ ((uint64_t)leaf_tag << 44 ^ leaf_tag)) * 0x9E3779B97F4A7C15ull)
+                   >> hshift;
+        uint64_t r = head;
+        for (;; r++) {
+            if (UNLIKELY(r == tail))
+                goto out;  /* not reached: a full set has a current record per slot */
+            uint32_t idx = (uint32_t)r & ring_mask;
+            s = (int32_t)ring[idx];
+            if (ring_pos[s] == idx)  /* its newest record (a full set: every slot occupied) */
+                break;
+        }
+        head = r + 1;
+        int32_t *at = &bucket[slot_home[s]];
+        while (*at != s && *at >= 0)  /* (an occupied slot is always in its chain) */
+            at = &chain[*at];
+        *at = chain[s];
+        chain[s] = bucket[home];
+        bucket[home] = s;
+        slot_home[s] = (uint32_t)home;
+        key_a[s] = leaf_vpn;
+        key_b[s] = leaf_tag;
+        const uint32_t idx = (uint32_t)tail & ring_mask;  /* the pop made room */
+        ring[idx] = (uint32_t)s;
+        ring_pos[s] = idx;
+        tail++;
+        iotlb_entry *e = &values[s];
+        const uint32_t old_level = iotlb_level(e);
+        if (old_level != leaf_level) {
+            level_count[old_level]--;
+            level_count[leaf_level]++;
+            large = level_count[2] | level_count[3];
+        }
+        const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
+        const uint64_t base = entry & addr_mask & ~page_mask;
+        e->vpn = leaf_vpn;
+        e->base = base;
+        e->gen = gen;
+        e->tag = leaf_tag;
+        e->bits = (uint8_t)((perm & 7) | (entry >> 8 & 8) | (entry >> 58 & 16));  /* SNP, TM */
+        large_leaves += leaf_level - 1;  /* a read fewer for each level above 1 */
+        out_hpa[i] = base | (iova & page_mask);
+        out_fault[i] = 0;
+        out_flags[i] = FLAG_CONTEXT_HIT;
+    }
+out:
+    tlb->ring_head[0] = head;
+    tlb->ring_tail[0] = tail;
+    for (uint32_t level = 1; level <= 5; level++) {
+        if (memo_pfn[level] != ~0ull) {
+            m->level_pfn[level] = memo_pfn[level];
+            m->level_frame[level] = (uint8_t *)memo_frame[level];
+        }
+    }
+    const uint64_t served = i - first;  /* each a miss, a walk, a fill and an eviction */
+    counters->translations += served;
+    counters->context_hits += served;
+    counters->iotlb_misses += served;
+    counters->walks += served;
+    counters->iotlb_evictions += served;
+    counters->memory_reads += served * levels - large_leaves;
+    return i;
+}
+
 NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const batch_io *io,
                                   uint64_t i, uint64_t n, hot_counters *h)
 {
+    const slot_cache *tlb = &u->iotlb;
+    if (tlb->size && tlb->nsets == 1 && tlb->ring && tlb->set_nfree[0] == 0) {
+        switch (f->levels) {
+        case 2: return miss_run_ring_levels(u, f, io, i, n, 2, h);
+        case 3: return miss_run_ring_levels(u, f, io, i, n, 3, h);
+        case 4: return miss_run_ring_levels(u, f, io, i, n, 4, h);
+        case 5: return miss_run_ring_levels(u, f, io, i, n, 5, h);
+        default: return i;
+        }
+    }
     switch (f->levels) {
     case 2: return miss_run_levels(u, f, io, i, n, 2, h);
     case 3: return miss_run_levels(u, f, io, i, n, 3, h);
@@ -1732,7 +1909,7 @@ uint64_t unit_iotlb_slot_bytes(const iommu_unit *u)
                     ((uint64_t)c->nsets * (c->ring_mask + 1) * sizeof *c->ring +
                      (((uint64_t)c->ring_mask >> 6) + 1) * sizeof *c->ring_marks + c->size - 1) /
                         c->size;
-    per_slot += sizeof *c->chain;
+    per_slot += sizeof *c->chain + sizeof *c->home;
     uint64_t buckets = (c->hmask + 1) * sizeof *c->bucket;
     return per_slot + (buckets + c->size - 1) / c->size;
 }
