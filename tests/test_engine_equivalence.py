@@ -578,6 +578,43 @@ def test_full_iotlb_replacement_keeps_rights(policy, ways):
     assert counters["iotlb_evictions"] > 100 and counters["faults"] > 100, counters
 
 
+@pytest.mark.parametrize("policy", [0, 1])
+@pytest.mark.parametrize("entries", [16, 64])
+def test_miss_runs_through_a_full_iotlb(policy, entries):
+    """Mostly misses through a full, fully associative IOTLB (the C engine's own miss loop
+    for it): pages reused a few requests later (hits on entries the same run filled),
+    2 MiB pages (large fills and evictions), not-present pages (faults that end a run),
+    read-only pages written, another device; then an invalidation leaves free slots, and
+    the next batch fills them and goes on evicting in the same run. Request for request,
+    counter for counter, the C engine must do what the reference does."""
+    config = EngineConfig(iotlb_entries=entries, context_entries=4, policy=policy, seed=5)
+    pair, (_, _, _, _, l2, l1) = small_domain(config, pages=512, dids=(1, 2),
+                                              rights=lambda i: 1 if i % 17 == 0 else 3)
+    for k in (3, 7):  # 2 MiB pages at 6 MiB and 14 MiB
+        pair.mem.write_u64(l2 + 8 * k, (0x40000000 + k * 0x200000) | 0x83)
+    for i in range(0, 512, 37):  # holes
+        pair.mem.write_u64(l1 + 8 * i, 0)
+    rng = random.Random(policy * 100 + entries)
+    for round_ in range(4):
+        reqs, recent = [], []
+        for _ in range(2500):
+            roll = rng.random()
+            if roll < 0.1 and recent:
+                iova = rng.choice(recent[-8:])
+            elif roll < 0.15:
+                iova = rng.choice((3, 7)) * 0x200000 + rng.randrange(512) * 0x1000
+            else:
+                iova = rng.randrange(512) << 12
+            recent.append(iova)
+            sid = 0 if rng.random() < 0.98 else 1
+            reqs.append((sid, iova | rng.randrange(4096), int(rng.random() < 0.2)))
+        pair.batch(reqs)
+        pair.both("invalidate_iotlb", 3, 1, rng.randrange(512) << 12, 0, 0)  # one page
+    counters = pair.c.counter_values()
+    assert counters["iotlb_evictions"] > 5000 and counters["iotlb_hits"] > 500, counters
+    assert counters["faults"] > 200, counters
+
+
 @pytest.mark.parametrize("entries", [2, 3])
 @pytest.mark.parametrize("repeats", [1, 3, 10])
 def test_lru_ring_fills_while_its_oldest_record_is_current(entries, repeats):
