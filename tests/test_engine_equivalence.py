@@ -595,7 +595,7 @@ def test_miss_runs_through_a_full_iotlb(policy, entries):
     for i in range(0, 512, 37):  # holes
         pair.mem.write_u64(l1 + 8 * i, 0)
     rng = random.Random(policy * 100 + entries)
-    for round_ in range(4):
+    for _ in range(4):
         reqs, recent = [], []
         for _ in range(2500):
             roll = rng.random()
