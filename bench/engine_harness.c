@@ -29,7 +29,8 @@
 #define SOURCE_ID 0x0300
 
 static iommu_mem *memory;
-static uint64_t next_pfn = 0x1000;
+#define FIRST_PFN 0x1000
+static uint64_t next_pfn = FIRST_PFN;
 
 static uint64_t new_table(void)
 {
@@ -39,6 +40,14 @@ static uint64_t new_table(void)
         exit(2);
     }
     return next_pfn++ << FRAME_SHIFT;
+}
+
+/* The tables' frames belong to the caller of mem_add_frame (here, to this program). */
+static void free_tables(void)
+{
+    for (uint64_t pfn = FIRST_PFN; pfn < next_pfn; pfn++)
+        free(mem_frame(memory, pfn));
+    mem_free(memory);
 }
 
 static uint64_t get(uint64_t addr) { return mem_read_u64(memory, addr); }
@@ -162,5 +171,12 @@ int main(int argc, char **argv)
            base[repeats / 2] / n * 1e9, ratio[repeats / 2],
            (unsigned long long)c->iotlb_hits, (unsigned long long)c->iotlb_misses);
     unit_free(u);
+    free_tables();
+    free(sids);
+    free(iovas);
+    free(hpa);
+    free(accesses);
+    free(fault);
+    free(flags);
     return 0;
 }
