@@ -286,6 +286,8 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
 typedef struct {
     uint32_t size, used, policy;
     uint32_t ways, nsets;  /* set k owns slots k*ways .. k*ways + ways - 1 */
+    uint32_t ways_shift;   /* log2(ways) when ways is a power of two, else 32 */
+    uint32_t nsets_mask;   /* nsets - 1 when nsets is a power of two, else 0 */
     uint64_t rng;
     uint32_t *free_stack;  /* per set: its free slots, a stack at free_stack[k*ways] */
     uint32_t *set_nfree;   /* per set: how many free slots its stack holds */
@@ -333,6 +335,11 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
     c->size = size;
     c->ways = ways;
     c->nsets = ways ? size / ways : 1;
+    c->ways_shift = 32;
+    for (uint32_t k = 0; k < 32; k++)
+        if (ways == 1u << k)
+            c->ways_shift = k;
+    c->nsets_mask = (c->nsets & (c->nsets - 1)) == 0 ? c->nsets - 1 : 0;
     c->policy = policy;
     c->rng = seed ? seed : 1;
     c->hbits = 1;
@@ -395,7 +402,18 @@ static void cache_release(slot_cache *c)
 /* The set slot `s` belongs to (no division when fully associative). */
 static inline uint32_t cache_set(const slot_cache *c, int32_t s)
 {
-    return c->nsets == 1 ? 0 : (uint32_t)s / c->ways;
+    if (c->nsets == 1)
+        return 0;
+    return c->ways_shift < 32 ? (uint32_t)s >> c->ways_shift : (uint32_t)s / c->ways;
+}
+
+/* The set a key belongs to: a set-associative cache indexes its sets by the low bits of
+ * the key's page number (a mask, not a division, for a power-of-two number of sets). */
+static inline uint32_t cache_set_of(const slot_cache *c, uint64_t a)
+{
+    if (c->nsets == 1)
+        return 0;
+    return c->nsets_mask ? (uint32_t)(a & c->nsets_mask) : (uint32_t)(a % c->nsets);
 }
 
 /* The index of the lowest set bit of a non-zero word. */
@@ -929,10 +947,7 @@ static HOT_INLINE void iotlb_fill_home(iommu_unit *u, uint32_t did, uint64_t iov
     if (home == NO_HOME)
         home = cache_home(&u->iotlb, vpn, tag);
     int evicted;
-    /* Set-associative IOTLBs index their sets by the low bits of the page number. */
-    uint32_t nsets = u->iotlb.nsets;
-    int32_t s = cache_insert(&u->iotlb, vpn, tag, home,
-                             nsets == 1 ? 0 : (uint32_t)(vpn % nsets), &evicted);
+    int32_t s = cache_insert(&u->iotlb, vpn, tag, home, cache_set_of(&u->iotlb, vpn), &evicted);
     if (s < 0)
         return;  /* not reached: a cache with slots always gives one */
     iotlb_entry *e = &u->iotlb_values[s];
