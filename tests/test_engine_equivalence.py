@@ -579,22 +579,23 @@ def test_full_iotlb_replacement_keeps_rights(policy, ways):
 
 
 @pytest.mark.parametrize("policy", [0, 1])
-@pytest.mark.parametrize("entries", [16, 64])
-def test_miss_runs_through_a_full_iotlb(policy, entries):
-    """Mostly misses through a full, fully associative IOTLB (the C engine's own miss loop
-    for it): pages reused a few requests later (hits on entries the same run filled),
+@pytest.mark.parametrize("entries,ways", [(16, 0), (64, 0), (16, 4), (64, 8)])
+def test_miss_runs_through_a_full_iotlb(policy, entries, ways):
+    """Mostly misses through a full IOTLB, fully associative or in sets (the C engine's own
+    miss loop for it): pages reused a few requests later (hits on entries the same run filled),
     2 MiB pages (large fills and evictions), not-present pages (faults that end a run),
     read-only pages written, another device; then an invalidation leaves free slots, and
     the next batch fills them and goes on evicting in the same run. Request for request,
     counter for counter, the C engine must do what the reference does."""
-    config = EngineConfig(iotlb_entries=entries, context_entries=4, policy=policy, seed=5)
+    config = EngineConfig(iotlb_entries=entries, iotlb_ways=ways, context_entries=4,
+                          policy=policy, seed=5)
     pair, (_, _, _, _, l2, l1) = small_domain(config, pages=512, dids=(1, 2),
                                               rights=lambda i: 1 if i % 17 == 0 else 3)
     for k in (3, 7):  # 2 MiB pages at 6 MiB and 14 MiB
         pair.mem.write_u64(l2 + 8 * k, (0x40000000 + k * 0x200000) | 0x83)
     for i in range(0, 512, 37):  # holes
         pair.mem.write_u64(l1 + 8 * i, 0)
-    rng = random.Random(policy * 100 + entries)
+    rng = random.Random(policy * 100 + entries + ways)
     for _ in range(4):
         reqs, recent = [], []
         for _ in range(2500):
@@ -629,6 +630,22 @@ def test_lru_ring_fills_while_its_oldest_record_is_current(entries, repeats):
     reqs += [(0, 7 << 12, 0), (0, first, 0)]
     pair.batch(reqs)
     assert pair.c.counter_values()["iotlb_misses"] == entries + 2
+
+
+@pytest.mark.parametrize("hits", [13, 14, 15, 30])
+def test_set_ring_full_when_a_miss_run_evicts(hits):
+    """A 2-way set-associative LRU IOTLB: two pages fill set 0, the second is hit until
+    the set's recency ring is (nearly) full, then two new pages of the same set miss in
+    one run. The first must evict the page used once, the second the page hit so often,
+    and the first new page must still be cached afterwards: a fill that left its popped
+    record in place would let the next push overwrite the ring's head and evict the
+    newest page instead."""
+    pair, _ = small_domain(EngineConfig(iotlb_entries=4, iotlb_ways=2, policy=0), pages=8)
+    a, b, c, d = 0 << 12, 2 << 12, 4 << 12, 6 << 12  # even page numbers: set 0
+    reqs = [(0, a, 0), (0, b, 0)] + [(0, b, 0)] * hits + [(0, c, 0), (0, d, 0), (0, c, 0)]
+    pair.batch(reqs)
+    counters = pair.c.counter_values()
+    assert counters["iotlb_misses"] == 4 and counters["iotlb_evictions"] == 2, counters
 
 
 BAD_BITS = [1 << 51, 1 << 48, 1 << 7, 1 << 11, 1 << 62, 1 << 12, 1 << 20, 1 << 29]
