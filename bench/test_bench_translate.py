@@ -1,6 +1,7 @@
-"""pytest-benchmark: IOTLB-hit batches (4 KiB and 2 MiB pages), uncached walks (3/4/5 levels x 4 KiB/2 MiB x
-sequential/random, every walk kind in iommu.bench.WALK_KINDS) and single translate()
-calls, for both engines, with the bare C baselines beside them.
+"""pytest-benchmark: IOTLB-hit batches (4 KiB and 2 MiB pages; a fully associative and an
+8-way IOTLB), uncached walks (3/4/5 levels x 4 KiB/2 MiB x sequential/random, every walk
+kind in iommu.bench.WALK_KINDS; 4-level random ones through an 8-way IOTLB too) and single
+translate() calls, for both engines, with the bare C baselines beside them.
 
     python -m pytest bench -q                      # all suites, full sizes
     python -m pytest bench -q -k "walk and 4level" # a subset
@@ -26,11 +27,12 @@ def _requests(engine, sizes, kind):
     return sizes.python_requests
 
 
-@pytest.mark.parametrize("page_size", [PAGE_4K, PAGE_2M], ids=["4k", "2m"])
+@pytest.mark.parametrize("page_size,ways", [(PAGE_4K, 0), (PAGE_2M, 0), (PAGE_4K, 8)],
+                         ids=["4k", "2m", "4k-8way"])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_iotlb_hit_batch(benchmark, engine, sizes, page_size):
+def test_iotlb_hit_batch(benchmark, engine, sizes, page_size, ways):
     scene = bench.second_level_scene(engine, 4, page_size, sizes.hit_pages,
-                                     iotlb_entries=sizes.hit_pages)
+                                     iotlb_entries=sizes.hit_pages, iotlb_ways=ways)
     scene.requests(_requests(engine, sizes, "hit"), "random", seed=2)
     run = scene.batch()
     run()
@@ -39,12 +41,17 @@ def test_iotlb_hit_batch(benchmark, engine, sizes, page_size):
     benchmark.extra_info["translations"] = len(scene.iovas)
 
 
-@pytest.mark.parametrize("kind,levels,page_size,pattern", WALKS,
-                         ids=[bench.walk_name(*w) for w in WALKS])
+WALKS_IN_SETS = [("second_level", 4, PAGE_4K, "random", 8)]
+
+
+@pytest.mark.parametrize("kind,levels,page_size,pattern,ways",
+                         [w + (0,) for w in WALKS] + WALKS_IN_SETS,
+                         ids=[bench.walk_name(*w) for w in WALKS] +
+                             [bench.walk_name(*w[:4]) + "_8way" for w in WALKS_IN_SETS])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_walk_batch(benchmark, engine, sizes, kind, levels, page_size, pattern):
+def test_walk_batch(benchmark, engine, sizes, kind, levels, page_size, pattern, ways):
     scene = bench.WALK_KINDS[kind](engine, levels, page_size, sizes.walk_pages,
-                                   sizes.walk_iotlb_entries)
+                                   sizes.walk_iotlb_entries, ways)
     scene.requests(_requests(engine, sizes, "walk"), pattern, seed=3)
     run = scene.batch()
     out = benchmark(run)

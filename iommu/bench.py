@@ -43,6 +43,7 @@ class Sizes:
     hit_requests: int = 1 << 20
     walk_pages: int = 1 << 16  # mapped pages; the IOTLB cannot hold them
     walk_iotlb_entries: int = 512  # the unit's default
+    iotlb_ways: int = 0  # IOTLB associativity (0: fully associative, the unit's default)
     walk_requests: int = 1 << 19
     single_calls: int = 200_000  # translate() calls from Python
     python_requests: int = 40_000  # requests for the Python engine (hits and walks)
@@ -159,18 +160,19 @@ class Scene:
         return {"iotlb_hit_share": float(np.count_nonzero(flags & FLAG_IOTLB_HIT)) / len(hpa)}
 
 
-def _unit(memory: PhysicalMemory, engine: str, levels: int, iotlb_entries: int):
+def _unit(memory: PhysicalMemory, engine: str, levels: int, iotlb_entries: int,
+          iotlb_ways: int = 0):
     return RemappingUnit(memory, haw=48, five_level=levels == 5, iotlb_entries=iotlb_entries,
-                         engine=engine)
+                         iotlb_ways=iotlb_ways, engine=engine)
 
 
 def second_level_scene(engine: str, levels: int, page_size: int, n_pages: int,
-                       iotlb_entries: int = 512) -> Scene:
+                       iotlb_entries: int = 512, iotlb_ways: int = 0) -> Scene:
     """Legacy-mode second-level tables: ``n_pages`` pages of ``page_size`` mapped from
     IOVA_BASE to HPA_BASE in a domain of 3, 4 or 5 levels. Whole last-level tables are
     written at once (Domain.map makes the path, numpy the 512 entries)."""
     memory = PhysicalMemory()
-    unit = _unit(memory, engine, levels, iotlb_entries)
+    unit = _unit(memory, engine, levels, iotlb_entries, iotlb_ways)
     dom = Domain(memory, domain_id=DOMAIN_ID, address_width=LEVEL_WIDTH[levels])
     leaf_level = 1 if page_size == PAGE_4K else 2
     bits = SL_R | SL_W | (SL_PS if leaf_level > 1 else 0)
@@ -190,7 +192,8 @@ def second_level_scene(engine: str, levels: int, page_size: int, n_pages: int,
     return Scene("second_level", engine, memory, unit, dom, levels, page_size, n_pages)
 
 
-# Walk kinds: name -> scene builder(engine, levels, page_size, n_pages, iotlb_entries).
+# Walk kinds: name -> scene builder(engine, levels, page_size, n_pages, iotlb_entries,
+# iotlb_ways).
 # Scalable-mode first-level and nested walks slot in here when the unit models them.
 WALK_KINDS: dict[str, Callable[..., Scene]] = {"second_level": second_level_scene}
 
@@ -201,7 +204,9 @@ def with_c_unit(scene: Scene) -> RemappingUnit | None:
         if scene.unit.engine_name == "c":
             scene.c_unit = scene.unit
         elif _engine.c_engine_available():
-            scene.c_unit = _unit(scene.memory, "c", scene.levels, scene.unit.config.iotlb_entries)
+            config = scene.unit.config
+            scene.c_unit = _unit(scene.memory, "c", scene.levels, config.iotlb_entries,
+                                 config.iotlb_ways)
             scene.c_unit.attach(SID, scene.domain)
             scene.c_unit.enable()
     return scene.c_unit
@@ -330,7 +335,8 @@ def iotlb_hit_batch(engine: str, sizes: Sizes, baseline: bool = True,
     have no baseline."""
     n_req = sizes.hit_requests if engine == "c" else sizes.python_requests
     baseline = baseline and page_size == PAGE_4K
-    scene = second_level_scene(engine, 4, page_size, sizes.hit_pages, iotlb_entries=sizes.hit_pages)
+    scene = second_level_scene(engine, 4, page_size, sizes.hit_pages, iotlb_entries=sizes.hit_pages,
+                               iotlb_ways=sizes.iotlb_ways)
     scene.requests(n_req, "random", seed=2)
     run = scene.batch()
     run()  # fill the IOTLB
@@ -354,7 +360,8 @@ def walk_batch(engine: str, sizes: Sizes, kind: str, levels: int, page_size: int
     mapped pages; a miss fills it and evicts the least recently used entry)."""
     n_req = sizes.walk_requests if engine == "c" else sizes.python_requests
     n_pages = sizes.walk_pages
-    scene = WALK_KINDS[kind](engine, levels, page_size, n_pages, sizes.walk_iotlb_entries)
+    scene = WALK_KINDS[kind](engine, levels, page_size, n_pages, sizes.walk_iotlb_entries,
+                             sizes.iotlb_ways if sizes.walk_iotlb_entries else 0)
     scene.requests(n_req, pattern, seed=3)
     run = scene.batch()
     info = scene.check(run())
@@ -600,6 +607,23 @@ def walk_without_iotlb(engine: str, sizes: Sizes) -> dict:
     return fig
 
 
+def iotlb_hit_batch_8way(engine: str, sizes: Sizes) -> dict:
+    """IOTLB hits in batch, the IOTLB 8-way set-associative (64 sets of 8 for 512 entries;
+    the resident pages fill every set)."""
+    fig = iotlb_hit_batch(engine, scaled(sizes, iotlb_ways=8))
+    fig["name"] = "iotlb_hit_batch_8way"
+    fig["iotlb_ways"] = 8
+    return fig
+
+
+def walk_8way(engine: str, sizes: Sizes) -> dict:
+    """Random 4-level walks through a full 8-way set-associative IOTLB."""
+    fig = walk_batch(engine, scaled(sizes, iotlb_ways=8), "second_level", 4, PAGE_4K, "random")
+    fig["name"] = "walk_4level_4k_random_8way"
+    fig["iotlb_ways"] = 8
+    return fig
+
+
 WORKLOADS: list[Workload] = [
     Workload("iotlb_hit_batch", iotlb_hit_batch),
     Workload("iotlb_hit_batch_2m", lambda engine, sizes: iotlb_hit_batch(engine, sizes,
@@ -607,6 +631,8 @@ WORKLOADS: list[Workload] = [
              main=False),
     *_walk_workloads(),
     Workload("walk_no_iotlb_4level_4k_random", walk_without_iotlb, group="walk"),
+    Workload("iotlb_hit_batch_8way", iotlb_hit_batch_8way),
+    Workload("walk_4level_4k_random_8way", walk_8way, group="walk"),
     Workload("translate_call", translate_calls),
     Workload("replay_binary", replay_binary, group="replay"),
     Workload("memory", memory_per_page, group="memory"),
