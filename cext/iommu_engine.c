@@ -267,6 +267,9 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
 
 /* ============================================================ replacement caches */
 
+/* Sets of at most this many slots keep their order as stamps (see slot_cache). */
+#define STAMP_WAYS 32
+
 /* SlotCache: `size` slots in sets of `ways`; free slots as a stack per set (the set's
  * lowest slot on top at start). Keys are (a, b).
  *
@@ -282,7 +285,13 @@ static inline uint64_t mem_read_u64_at_level(iommu_mem *m, uint64_t addr, uint32
  * skipped when met. The victim is the set's oldest current record, popped from the head.
  * A full ring is compacted in place (current records kept, in order) at a cost per slot,
  * not per record. A use costs two stores and no pointer chase, and replacement stays
- * exact. Random replacement keeps no ring. */
+ * exact. Random replacement keeps no ring.
+ *
+ * Set-associative caches with small sets (at most STAMP_WAYS slots) keep stamps instead:
+ * a use (LRU) or fill stamps the slot with the next value of one clock, and the victim is
+ * the set's slot with the smallest stamp, found by looking at its few slots. A use is one
+ * store, with none of the per-set ring ends a run of uses in random sets would load
+ * right after storing. */
 typedef struct {
     uint32_t size, used, policy;
     uint32_t ways, nsets;  /* set k owns slots k*ways .. k*ways + ways - 1 */
@@ -297,6 +306,9 @@ typedef struct {
     uint64_t *ring_tail;   /* per set: position after its newest record */
     uint32_t ring_mask;    /* records per set's ring - 1: a power of two >= 8 * ways, - 1 */
     uint64_t *ring_marks;  /* one bit per place of a ring, for compaction */
+    uint64_t *stamp;       /* instead of rings, for sets of at most STAMP_WAYS slots: per
+                            * slot, the clock at its last use (LRU) or fill (FIFO) */
+    uint64_t clock;        /* the last stamp given */
     uint64_t *key_a;
     uint32_t *key_b;
     uint8_t *valid;
@@ -353,7 +365,11 @@ static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t se
     while (ring < 8u * ways && ring < (1u << 30))
         ring <<= 1;
     c->ring_mask = ring - 1;
-    if (policy != POLICY_RANDOM && size) {
+    if (policy != POLICY_RANDOM && size && c->nsets > 1 && ways <= STAMP_WAYS) {
+        c->stamp = calloc((size_t)size + 1, sizeof *c->stamp);
+        if (!c->stamp)
+            return -1;
+    } else if (policy != POLICY_RANDOM && size) {
         c->ring = malloc((size_t)c->nsets * ring * sizeof *c->ring);
         c->ring_pos = calloc((size_t)size, sizeof *c->ring_pos);
         c->ring_head = calloc((size_t)c->nsets, sizeof *c->ring_head);
@@ -391,6 +407,7 @@ static void cache_release(slot_cache *c)
     free(c->ring_head);
     free(c->ring_tail);
     free(c->ring_marks);
+    free(c->stamp);
     free(c->key_a);
     free(c->key_b);
     free(c->valid);
@@ -505,6 +522,39 @@ static inline int ring_is_newest(const slot_cache *c, int32_t s)
                (uint32_t)s;
 }
 
+/* The set's slot with the smallest stamp (the set is full: every slot occupied). */
+static HOT_INLINE int32_t stamp_oldest(const slot_cache *c, uint32_t set)
+{
+    const uint32_t base = set * c->ways;
+    const uint64_t *st = c->stamp + base;
+    uint32_t best = 0;
+    for (uint32_t k = 1; k < c->ways; k++)
+        if (st[k] < st[best])
+            best = k;
+    return (int32_t)(base + best);
+}
+
+/* The replacement order, rings or stamps: slot s (occupied) is now the newest ... */
+static HOT_INLINE void order_touch(slot_cache *c, int32_t s)
+{
+    if (c->stamp)
+        c->stamp[s] = ++c->clock;
+    else
+        ring_push(c, s);
+}
+
+/* ... the set's oldest (the set is full), taken out of the order ... */
+static HOT_INLINE int32_t order_pop_oldest(slot_cache *c, uint32_t set)
+{
+    return c->stamp ? stamp_oldest(c, set) : ring_pop_oldest(c, set);
+}
+
+/* ... and whether slot s (occupied) is its set's newest. */
+static inline int order_is_newest(const slot_cache *c, int32_t s)
+{
+    return c->stamp ? c->stamp[s] == c->clock : ring_is_newest(c, s);
+}
+
 /* The slot holding a key, or -1; no replacement state is touched (a peek). */
 static HOT_INLINE int32_t cache_find(const slot_cache *c, uint64_t a, uint32_t b)
 {
@@ -528,7 +578,7 @@ static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
         c->last_b = b;
     }
     if (c->policy == POLICY_LRU)
-        ring_push(c, s);  /* LRU: most recently used goes last */
+        order_touch(c, s);  /* LRU: most recently used goes last */
     return s;
 }
 
@@ -576,7 +626,7 @@ static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, ui
             c->rng = rng_next(c->rng);
             s = (int32_t)(base + c->rng % c->ways);
         } else {
-            s = ring_pop_oldest(c, set);  /* the oldest in the set */
+            s = order_pop_oldest(c, set);  /* the oldest in the set */
             if (s < 0)
                 return -1;
         }
@@ -589,7 +639,7 @@ static HOT_INLINE int32_t cache_insert(slot_cache *c, uint64_t a, uint32_t b, ui
     c->key_b[s] = b;
     hash_link(c, home, s);
     if (c->policy != POLICY_RANDOM)
-        ring_push(c, s);
+        order_touch(c, s);
     return s;
 }
 
@@ -1271,7 +1321,7 @@ static inline context_entry *context_memo_mru(iommu_unit *u, uint32_t *sid)
     int32_t s = c->last;
     if (!u->enabled || s < 0 || c->last_b != 0)
         return NULL;
-    if (c->policy == POLICY_LRU && !ring_is_newest(c, s))
+    if (c->policy == POLICY_LRU && !order_is_newest(c, s))
         return NULL;
     *sid = (uint32_t)c->last_a;
     return &u->context_values[s];
@@ -1344,7 +1394,7 @@ static const uint8_t right_needed[256] = {
 
 /* LRU bookkeeping of a hit run: none (FIFO, random), the one set's ring with its tail in
  * a register, or ring_push (several sets). */
-enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2 };
+enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2, TOUCH_STAMPS = 3 };
 
 /* Serve requests from i on while each is, for the fast context, an untranslated request
  * inside its width that an IOTLB entry serves with the right permission, the entry
@@ -1366,8 +1416,11 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
     const uint32_t sid = f->sid, tag = f->tag, ctx_did = f->ctx->did;
     const uint64_t key = f->key, high = f->high;
     uint32_t *const ring = tlb->ring, *const ring_pos = tlb->ring_pos;
-    const uint32_t ring_mask = tlb->ring_mask;
+    uint64_t *const ring_head = tlb->ring_head, *const ring_tail = tlb->ring_tail;
+    const uint32_t ring_mask = tlb->ring_mask, ways_shift = tlb->ways_shift;
     uint64_t t = 0, ring_end = 0;  /* the ring's tail, and the position where it is full */
+    uint64_t *const stamp = tlb->stamp;
+    uint64_t clock = tlb->clock;
     if (touch == TOUCH_ONE_RING) {
         t = tlb->ring_tail[0];
         ring_end = tlb->ring_head[0] + ring_mask + 1;
@@ -1410,8 +1463,18 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
             ring[idx] = (uint32_t)s;
             ring_pos[s] = idx;
             t++;
-        } else if (touch == TOUCH_SET_RINGS) {
-            ring_push(tlb, s);
+        } else if (touch == TOUCH_SET_RINGS) {  /* ring_push, its fields in locals */
+            const uint32_t set =
+                ways_shift < 32 ? (uint32_t)s >> ways_shift : (uint32_t)s / tlb->ways;
+            const uint64_t set_tail = ring_tail[set];
+            if (UNLIKELY(set_tail - ring_head[set] > ring_mask))
+                break;  /* the set's ring is full: the general path compacts it */
+            const uint32_t idx = (uint32_t)set_tail & ring_mask;
+            ring[(size_t)set * (ring_mask + 1) + idx] = (uint32_t)s;
+            ring_pos[s] = idx;
+            ring_tail[set] = set_tail + 1;
+        } else if (touch == TOUCH_STAMPS) {  /* order_touch */
+            stamp[s] = ++clock;
         }
         out_hpa[i] = e->base | (iova & page_mask);
         out_fault[i] = 0;
@@ -1419,6 +1482,8 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
     }
     if (touch == TOUCH_ONE_RING)
         tlb->ring_tail[0] = t;
+    if (touch == TOUCH_STAMPS)
+        tlb->clock = clock;
     return i;
 }
 
@@ -1435,9 +1500,11 @@ typedef uint64_t (*hit_runner)(iommu_unit *, const fast_context *, const batch_i
 HIT_RUNNER(hit_run_untouched, TOUCH_NONE, 0)
 HIT_RUNNER(hit_run_one_ring, TOUCH_ONE_RING, 0)
 HIT_RUNNER(hit_run_set_rings, TOUCH_SET_RINGS, 0)
+HIT_RUNNER(hit_run_stamps, TOUCH_STAMPS, 0)
 HIT_RUNNER(hit_run_large_untouched, TOUCH_NONE, 1)
 HIT_RUNNER(hit_run_large_one_ring, TOUCH_ONE_RING, 1)
 HIT_RUNNER(hit_run_large_set_rings, TOUCH_SET_RINGS, 1)
+HIT_RUNNER(hit_run_large_stamps, TOUCH_STAMPS, 1)
 #undef HIT_RUNNER
 
 /* The walk of translate_with_context for an untranslated request of the fast context,
@@ -1541,10 +1608,11 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
     return i;
 }
 
-/* miss_run_levels for an LRU or FIFO IOTLB whose fills evict the oldest current record of
- * their set's ring. `sets` 0: fully associative and full, the ring's head and tail in
- * locals for the run; 1: set-associative, each fill reading and writing its set's ends,
- * and a fill into a set that still has a free slot taking the general iotlb_fill_home.
+/* miss_run_levels for an LRU or FIFO IOTLB whose fills evict their set's oldest slot.
+ * `sets` 0: fully associative and full, the ring's head and tail in locals for the run;
+ * 1: set-associative with rings, each fill reading and writing its set's ring ends; 2:
+ * set-associative with stamps, the victim the set's smallest stamp. With sets, a fill into
+ * a set that still has a free slot takes the general iotlb_fill_home.
  * The fill is written out here, with the walk memo and the reserved-bit masks in locals
  * for the run (written back at its end): the same answers, unit state and counters as
  * miss_run_levels, in about 30% fewer instructions. A request this loop does not serve
@@ -1661,16 +1729,20 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
             out_flags[i] = FLAG_CONTEXT_HIT;
             continue;
         }
-        uint32_t *const set_ring = sets ? ring + (size_t)set * (ring_mask + 1) : ring;
-        const uint64_t set_tail = sets ? ring_tail[set] : tail;
-        uint64_t r = sets ? ring_head[set] : head;
-        for (;; r++) {
-            if (UNLIKELY(r == set_tail))
-                goto out;  /* not reached: a full set has a current record per slot */
-            uint32_t idx = (uint32_t)r & ring_mask;
-            s = (int32_t)set_ring[idx];
-            if (ring_pos[s] == idx)  /* its newest record (a full set: every slot occupied) */
-                break;
+        uint32_t *const set_ring = sets == 1 ? ring + (size_t)set * (ring_mask + 1) : ring;
+        uint64_t set_tail = 0, r = 0;
+        if (sets == 2) {
+            s = stamp_oldest(tlb, set);
+        } else {
+            set_tail = sets ? ring_tail[set] : tail;
+            for (r = sets ? ring_head[set] : head;; r++) {
+                if (UNLIKELY(r == set_tail))
+                    goto out;  /* not reached: a full set has a current record per slot */
+                uint32_t idx = (uint32_t)r & ring_mask;
+                s = (int32_t)set_ring[idx];
+                if (ring_pos[s] == idx)  /* its newest record (a full set: all occupied) */
+                    break;
+            }
         }
         int32_t *at = &bucket[slot_home[s]];
         while (*at != s && *at >= 0)  /* (an occupied slot is always in its chain) */
@@ -1681,15 +1753,19 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
         slot_home[s] = (uint32_t)home;
         key_a[s] = leaf_vpn;
         key_b[s] = leaf_tag;
-        const uint32_t idx = (uint32_t)set_tail & ring_mask;  /* the pop made room */
-        set_ring[idx] = (uint32_t)s;
-        ring_pos[s] = idx;
-        if (sets) {
-            ring_head[set] = r + 1;
-            ring_tail[set] = set_tail + 1;
+        if (sets == 2) {
+            tlb->stamp[s] = ++tlb->clock;
         } else {
-            head = r + 1;
-            tail = set_tail + 1;
+            const uint32_t idx = (uint32_t)set_tail & ring_mask;  /* the pop made room */
+            set_ring[idx] = (uint32_t)s;
+            ring_pos[s] = idx;
+            if (sets) {
+                ring_head[set] = r + 1;
+                ring_tail[set] = set_tail + 1;
+            } else {
+                head = r + 1;
+                tail = set_tail + 1;
+            }
         }
         evictions++;
         iotlb_entry *e = &values[s];
@@ -1743,12 +1819,13 @@ NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const ba
         default: return i;
         }
     }
-    if (tlb->size && tlb->ring && tlb->nsets > 1) {
+    if (tlb->size && (tlb->ring || tlb->stamp) && tlb->nsets > 1) {
+        const int sets = tlb->stamp ? 2 : 1;
         switch (f->levels) {
-        case 2: return miss_run_ring_levels(u, f, io, i, n, 2, 1, h);
-        case 3: return miss_run_ring_levels(u, f, io, i, n, 3, 1, h);
-        case 4: return miss_run_ring_levels(u, f, io, i, n, 4, 1, h);
-        case 5: return miss_run_ring_levels(u, f, io, i, n, 5, 1, h);
+        case 2: return miss_run_ring_levels(u, f, io, i, n, 2, sets, h);
+        case 3: return miss_run_ring_levels(u, f, io, i, n, 3, sets, h);
+        case 4: return miss_run_ring_levels(u, f, io, i, n, 4, sets, h);
+        case 5: return miss_run_ring_levels(u, f, io, i, n, 5, sets, h);
         default: return i;
         }
     }
@@ -1779,14 +1856,16 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
     fast_context f = {NULL, 0, 0, 0, 0, ~0ull, 0};
     const batch_io io = {sids, iovas, accesses, out_hpa, out_fault, out_flags};
     const slot_cache *tlb = &u->iotlb;
-    const int touch = tlb->policy != POLICY_LRU || !tlb->ring ? TOUCH_NONE
-                      : (tlb->nsets == 1 ? TOUCH_ONE_RING : TOUCH_SET_RINGS);
-    const hit_runner run_4k = touch == TOUCH_NONE       ? hit_run_untouched
-                              : touch == TOUCH_ONE_RING ? hit_run_one_ring
-                                                        : hit_run_set_rings;
-    const hit_runner run_large = touch == TOUCH_NONE       ? hit_run_large_untouched
-                                 : touch == TOUCH_ONE_RING ? hit_run_large_one_ring
-                                                           : hit_run_large_set_rings;
+    const int touch = tlb->policy != POLICY_LRU ? TOUCH_NONE
+                      : tlb->stamp              ? TOUCH_STAMPS
+                      : !tlb->ring              ? TOUCH_NONE
+                      : tlb->nsets == 1         ? TOUCH_ONE_RING
+                                                : TOUCH_SET_RINGS;
+    static const hit_runner runners_4k[4] = {hit_run_untouched, hit_run_one_ring,
+                                             hit_run_set_rings, hit_run_stamps};
+    static const hit_runner runners_large[4] = {hit_run_large_untouched, hit_run_large_one_ring,
+                                                hit_run_large_set_rings, hit_run_large_stamps};
+    const hit_runner run_4k = runners_4k[touch], run_large = runners_large[touch];
     uint64_t fast_hits = 0;  /* requests served by hit runs */
     uint64_t i = 0;
     while (i < n) {
@@ -1965,6 +2044,8 @@ uint64_t unit_iotlb_slot_bytes(const iommu_unit *u)
                      (((uint64_t)c->ring_mask >> 6) + 1) * sizeof *c->ring_marks + c->size - 1) /
                         c->size;
     per_slot += sizeof *c->chain + sizeof *c->home;
+    if (c->stamp)
+        per_slot += sizeof *c->stamp;
     uint64_t buckets = (c->hmask + 1) * sizeof *c->bucket;
     return per_slot + (buckets + c->size - 1) / c->size;
 }

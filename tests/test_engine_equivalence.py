@@ -579,7 +579,7 @@ def test_full_iotlb_replacement_keeps_rights(policy, ways):
 
 
 @pytest.mark.parametrize("policy", [0, 1])
-@pytest.mark.parametrize("entries,ways", [(16, 0), (64, 0), (16, 4), (64, 8)])
+@pytest.mark.parametrize("entries,ways", [(16, 0), (64, 0), (16, 4), (64, 8), (128, 64)])
 def test_miss_runs_through_a_full_iotlb(policy, entries, ways):
     """Mostly misses through a full IOTLB, fully associative or in sets (the C engine's own
     miss loop for it): pages reused a few requests later (hits on entries the same run filled),
@@ -632,20 +632,23 @@ def test_lru_ring_fills_while_its_oldest_record_is_current(entries, repeats):
     assert pair.c.counter_values()["iotlb_misses"] == entries + 2
 
 
-@pytest.mark.parametrize("hits", [13, 14, 15, 30])
-def test_set_ring_full_when_a_miss_run_evicts(hits):
-    """A 2-way set-associative LRU IOTLB: two pages fill set 0, the second is hit until
-    the set's recency ring is (nearly) full, then two new pages of the same set miss in
-    one run. The first must evict the page used once, the second the page hit so often,
-    and the first new page must still be cached afterwards: a fill that left its popped
-    record in place would let the next push overwrite the ring's head and evict the
-    newest page instead."""
-    pair, _ = small_domain(EngineConfig(iotlb_entries=4, iotlb_ways=2, policy=0), pages=8)
-    a, b, c, d = 0 << 12, 2 << 12, 4 << 12, 6 << 12  # even page numbers: set 0
-    reqs = [(0, a, 0), (0, b, 0)] + [(0, b, 0)] * hits + [(0, c, 0), (0, d, 0), (0, c, 0)]
+@pytest.mark.parametrize("ways,hits", [(2, 13), (2, 14), (2, 30), (64, 446), (64, 447),
+                                       (64, 448), (64, 460)])
+def test_full_set_when_a_miss_run_evicts(ways, hits):
+    """A set-associative LRU IOTLB of two sets (2 ways: the C engine keeps stamps; 64
+    ways: a recency ring per set): pages fill set 0, the last of them is hit until the
+    set's ring is (nearly) full, then two new pages of the same set miss in one run. They
+    must evict the two least recently used pages, and the first new page must still be
+    cached afterwards: a fill that left its popped record in place would let the next
+    push overwrite the ring's head and evict the newest page instead."""
+    config = EngineConfig(iotlb_entries=2 * ways, iotlb_ways=ways, policy=0)
+    pair, _ = small_domain(config, pages=2 * ways + 4)
+    pages = [(2 * k) << 12 for k in range(ways + 2)]  # even page numbers: set 0
+    old, (x, y) = pages[:ways], pages[ways:]
+    reqs = [(0, a, 0) for a in old] + [(0, old[-1], 0)] * hits + [(0, x, 0), (0, y, 0), (0, x, 0)]
     pair.batch(reqs)
     counters = pair.c.counter_values()
-    assert counters["iotlb_misses"] == 4 and counters["iotlb_evictions"] == 2, counters
+    assert counters["iotlb_misses"] == ways + 2 and counters["iotlb_evictions"] == 2, counters
 
 
 BAD_BITS = [1 << 51, 1 << 48, 1 << 7, 1 << 11, 1 << 62, 1 << 12, 1 << 20, 1 << 29]
