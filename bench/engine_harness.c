@@ -11,7 +11,8 @@
  * Workloads as in iommu/bench.py: `hit` is 512 resident 4 KiB pages in random order through
  * a 512-entry IOTLB; `random` and `sequential` are 64 Ki pages through it (every request
  * misses, walks, fills and evicts); `walk-only` is `random` with no IOTLB. Environment:
- * IOMMU_POLICY (0 LRU, 1 FIFO, 2 random), IOMMU_TRACK_STALE (0 or 1). Every answer is
+ * IOMMU_POLICY (0 LRU, 1 FIFO, 2 random), IOMMU_TRACK_STALE (0 or 1), IOTLB (entries,
+ * 512), IOTLB_WAYS (0: fully associative). Every answer is
  * checked once before timing. The figures are for looking at the engine, not for quoting:
  * `iommu bench` is the reference (it runs the engine as users do, through cffi).
  */
@@ -119,6 +120,10 @@ int main(int argc, char **argv)
     cfg.mamv = 63;
     cfg.context_entries = 128;
     cfg.iotlb_entries = walk_only ? 0 : 512;
+    if (!walk_only && getenv("IOTLB"))
+        cfg.iotlb_entries = (uint32_t)atoi(getenv("IOTLB"));
+    if (getenv("IOTLB_WAYS"))
+        cfg.iotlb_ways = (uint32_t)atoi(getenv("IOTLB_WAYS"));
     cfg.track_stale = 1;
     if (getenv("IOMMU_POLICY"))
         cfg.policy = (uint32_t)atoi(getenv("IOMMU_POLICY"));
