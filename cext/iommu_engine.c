@@ -1630,7 +1630,8 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
     uint32_t *const key_b = tlb->key_b;
     uint32_t *const ring = tlb->ring, *const ring_pos = tlb->ring_pos;
     const uint32_t ring_mask = tlb->ring_mask, hshift = 64u - tlb->hbits;
-    uint64_t head = tlb->ring_head[0], tail = tlb->ring_tail[0];  /* (sets 0) */
+    /* sets 0: the one ring's ends, in locals (with stamps, there are no rings) */
+    uint64_t head = sets == 0 ? tlb->ring_head[0] : 0, tail = sets == 0 ? tlb->ring_tail[0] : 0;
     uint64_t *const ring_head = tlb->ring_head, *const ring_tail = tlb->ring_tail;
     const uint32_t *const set_nfree = tlb->set_nfree;
     iotlb_entry *const values = u->iotlb_values;
