@@ -1336,7 +1336,8 @@ typedef struct {
     uint32_t levels;     /* of its second-level tables */
     uint32_t tag;        /* the IOTLB tag of a 4 KiB entry of its domain */
     uint64_t key;        /* the tag's part of the IOTLB hash key (as cache_home) */
-    uint64_t high;       /* address bits beyond its width; all: never the short paths */
+    uint64_t high;       /* address bits beyond its width */
+    int fast;            /* its requests may take the short paths (hit and miss runs) */
     int walk;            /* a miss may take miss_run (no paging-structure cache) */
 } fast_context;
 
@@ -1351,9 +1352,10 @@ static void fast_context_set(iommu_unit *u, fast_context *f)
     f->key = (uint64_t)f->tag << 44 ^ (uint64_t)f->tag;
     f->high = ctx->width < 64 ? ~0ull << ctx->width : 0;
     /* Pass-through never uses the IOTLB; a context entry changed in memory since it was
-     * cached needs the stale check on every request. */
-    if (ctx->tt == TT_PASSTHROUGH || (u->cfg.track_stale && ctx->gen != *u->mem->generation))
-        f->high = ~0ull;
+     * cached needs the stale check on every request. (A flag of its own: an address mask
+     * cannot say "never", as address 0 has no bits to meet it.) */
+    f->fast = !(ctx->tt == TT_PASSTHROUGH ||
+                (u->cfg.track_stale && ctx->gen != *u->mem->generation));
     f->walk = u->psc.size == 0;
 }
 
@@ -1854,7 +1856,7 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
 {
     hot_counters h = {0, 0, 0, 0, 0, 0, 0};
     iommu_result r;
-    fast_context f = {NULL, 0, 0, 0, 0, ~0ull, 0};
+    fast_context f = {NULL, 0, 0, 0, 0, ~0ull, 0, 0};
     const batch_io io = {sids, iovas, accesses, out_hpa, out_fault, out_flags};
     const slot_cache *tlb = &u->iotlb;
     const int touch = tlb->policy != POLICY_LRU ? TOUCH_NONE
@@ -1874,7 +1876,7 @@ static void translate_many(iommu_unit *restrict u, const uint16_t *restrict sids
         uint64_t iova = iovas[i];
         uint32_t access = accesses[i];
         int known_miss = 0;
-        if (f.ctx && sid == f.sid &&
+        if (f.ctx && f.fast && sid == f.sid &&
             !((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & f.high))) {
             const iotlb_entry *e = iotlb_lookup(u, f.ctx->did, iova, 1, 0);  /* a peek */
             if (e != NULL) {

@@ -651,6 +651,23 @@ def test_full_set_when_a_miss_run_evicts(ways, hits):
     assert counters["iotlb_misses"] == ways + 2 and counters["iotlb_evictions"] == 2, counters
 
 
+@pytest.mark.parametrize("iotlb", [0, 8])
+def test_batch_address_zero_passthrough_and_stale(iotlb):
+    """Address 0 in batches, where the C engine's short paths must not go: a pass-through
+    device's reads and writes to 0 pass through (they are not walked through the tables
+    its context entry does not use), and after the root entry changes in memory, every
+    request of a cached context to 0 is checked and reported stale, not only the first.
+    (The short paths were once closed with an address mask, which address 0 slips.)"""
+    pair, _ = small_domain(EngineConfig(iotlb_entries=iotlb, pt=1), tt=2)
+    pair.batch([(0, 0, 0), (0, 0, 0), (0, 0x1234, 1), (0, 0, 1), (0, 0, 0)])
+    assert pair.c.counter_values()["walks"] == 0
+    pair, (root, *_) = small_domain(EngineConfig(iotlb_entries=iotlb, track_stale=1))
+    pair.batch([(0, 0, 0)])
+    pair.write_u64(root, 0)  # bus 0's root entry: not present
+    pair.batch([(0, 0, 0), (0, 0, 0), (0, 0x1000, 1), (0, 0, 0)])
+    assert pair.c.counter_values()["stale_hits"] == 4
+
+
 BAD_BITS = [1 << 51, 1 << 48, 1 << 7, 1 << 11, 1 << 62, 1 << 12, 1 << 20, 1 << 29]
 
 
