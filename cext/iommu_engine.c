@@ -1089,7 +1089,8 @@ COLD static void fault(iommu_unit *u, uint32_t reason, uint32_t sid, uint64_t io
 static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry *ctx,
                                           uint64_t iova, uint32_t access, uint32_t flags,
                                           iommu_result *out, iotlb_entry **hit,
-                                          psc_entry **psc_hit, hot_counters *c, int known_miss)
+                                          psc_entry **psc_hit, psc_entry *psc_seen,
+                                          hot_counters *c, int known_miss)
 {
     const uint32_t write = access & ACCESS_WRITE;
     *hit = NULL;
@@ -1151,7 +1152,10 @@ static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry
         } else {
             u->counters.psc_hits++;
             flags |= FLAG_PSC_HIT;
-            *psc_hit = pe;
+            /* A copy: the walk below may refill this very slot (a small cache), and the
+             * stale check must see the entry the walk started from. */
+            *psc_seen = *pe;
+            *psc_hit = psc_seen;
             if (!(pe->perm & (write ? SL_W : SL_R))) {  /* cached rights: no re-walk */
                 out->fault = write ? FR_WRITE_NOT_PERMITTED : FR_READ_NOT_PERMITTED;
                 out->flags = (uint8_t)flags;
@@ -1243,8 +1247,10 @@ static HOT_INLINE void translate_from_context(iommu_unit *u, context_entry *ctx,
                                           iommu_result *out, hot_counters *c, int known_miss)
 {
     iotlb_entry *hit;
-    psc_entry *psc_hit;
-    translate_with_context(u, ctx, iova, access, flags, out, &hit, &psc_hit, c, known_miss);
+    psc_entry *psc_hit, psc_seen;  /* psc_seen: the paging-structure entry the walk started
+                                    * from, as it was then */
+    translate_with_context(u, ctx, iova, access, flags, out, &hit, &psc_hit, &psc_seen, c,
+                           known_miss);
     if (u->cfg.track_stale &&
         (out->flags & (FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT | FLAG_PSC_HIT))) {
         uint64_t gen = *u->mem->generation;  /* unchanged since they were checked: served */

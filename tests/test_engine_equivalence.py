@@ -668,6 +668,26 @@ def test_batch_address_zero_passthrough_and_stale(iotlb):
     assert pair.c.counter_values()["stale_hits"] == 4
 
 
+@pytest.mark.parametrize("context_entries", [0, 4])
+def test_stale_check_sees_the_paging_structure_entry_it_started_from(context_entries):
+    """A one-entry paging-structure cache holds a PDPE (a walk to a 2 MiB page filled it
+    last); the PML4E is then cleared in memory. The next walk starts from that PDPE and
+    fills the PDE it passes, which takes the PDPE's slot: the stale check must still judge
+    the PDPE the walk started from (filled before the write: the answer is stale), not
+    the PDE now in its slot (filled after it). The C engine once kept a pointer to the
+    slot and missed it; the fuzzing that found it now passes."""
+    config = EngineConfig(iotlb_entries=2, context_entries=context_entries, psc_entries=1,
+                          track_stale=1)
+    pair, (_, _, l4, _, l2, _) = small_domain(config)
+    pair.mem.write_u64(l2 + 8, 0x600000 | 0x83)  # a 2 MiB page at 2 MiB
+    pair.batch([(0, 0x201234, 0)])
+    pair.write_u64(l4, 0)  # PML4E 0: not present
+    pair.batch([(0, 0x1123, 0), (0, 0x2123, 0)])
+    # The first request is stale. The second starts from the PDE that walk filled (after
+    # the write): it is judged stale only through a context entry cached before the write.
+    assert pair.c.counter_values()["stale_hits"] == (2 if context_entries else 1)
+
+
 BAD_BITS = [1 << 51, 1 << 48, 1 << 7, 1 << 11, 1 << 62, 1 << 12, 1 << 20, 1 << 29]
 
 
