@@ -691,10 +691,12 @@ def test_stale_check_sees_the_paging_structure_entry_it_started_from(context_ent
 def random_batches(seed: int) -> Pair:
     """One plain-random differential run: a configuration (caches of every size and
     shape, replacement policy, stale tracking, caching mode, pass-through support, page
-    sizes), four devices of random translation types on a 4-level domain with a 2 MiB and
-    a 1 GiB page, then forty steps: batches over a few addresses (0, large pages, beyond
-    the width) and access kinds, writes of good and bad entries into the tables,
-    invalidations. Pair checks every answer and counter against the reference."""
+    sizes, widths, memory size), five devices of random translation types on 3-, 4- or
+    5-level tables with a 2 MiB and a 1 GiB page, then forty steps: batches and single
+    requests over a few addresses (0, large pages, beyond the width) and access kinds,
+    writes of good and bad entries into the tables and the context table, invalidations,
+    translation switched off and on, fault-register writes. Pair checks every answer,
+    counter and register against the reference."""
     rng = random.Random(seed)
     config = EngineConfig(
         iotlb_entries=rng.choice([0, 1, 2, 3, 8, 16, 64, 512]),
@@ -702,38 +704,59 @@ def random_batches(seed: int) -> Pair:
         context_entries=rng.choice([0, 1, 2, 64]), psc_entries=rng.choice([0, 0, 0, 1, 4]),
         policy=rng.randrange(3), track_stale=rng.randrange(2), cm=rng.randrange(2),
         pt=rng.randrange(2), sllps=rng.randrange(4), sc=rng.randrange(2), dt=rng.randrange(2),
-        seed=rng.randrange(1 << 32), haw=48, mgaw=48, sagaw=0b00110)
-    pair = Pair(config, 1 << 52)
-    root, ctx, l4, l3, l2, l1 = tables = POOL[:6]
+        seed=rng.randrange(1 << 32), haw=rng.choice([39, 48, 48, 52]),
+        mgaw=rng.choice([39, 48, 48, 57]), sagaw=rng.choice([0b00110, 0b00110, 0b00100, 0b01110]),
+        domain_id_bits=rng.choice([4, 8, 16]), collapse_faults=rng.randrange(2),
+        nfr=rng.choice([1, 2, 8]))
+    pair = Pair(config, rng.choice([1 << 52, 1 << 52, 0x200000, 0x110000]))
+    root, ctx, l4, l3, l2, l1, l5 = tables = POOL[:7]
     pair.mem.write_u64(root, ctx | 1)
-    for devfn in range(4):
-        lo, hi = ContextEntry(True, False, rng.choice([0, 0, 0, 1, 2]), l4, 2,
-                              devfn % 2 + 1).encode()
+
+    def context_entry():
+        aw = rng.choice([1, 2, 2, 2, 3])  # 3, 4 or 5 levels
+        return ContextEntry(rng.random() < 0.95, False, rng.choice([0, 0, 0, 1, 2]),
+                            {1: l3, 2: l4, 3: l5}[aw], aw, rng.choice([1, 2, 3])).encode()
+
+    for devfn in range(5):
+        lo, hi = context_entry()
         pair.mem.write_u64(ctx + 16 * devfn, lo)
         pair.mem.write_u64(ctx + 16 * devfn + 8, hi)
     for idx in range(8):
+        pair.mem.write_u64(l5 + 8 * idx, l4 | 3)
         pair.mem.write_u64(l4 + 8 * idx, l3 | 3)
         pair.mem.write_u64(l3 + 8 * idx, l2 | 3 if idx != 7 else 0x40000000 | 0x83)
         pair.mem.write_u64(l2 + 8 * idx, l1 | 3 if idx != 5 else 0xA00000 | 0x83)
         pair.mem.write_u64(l1 + 8 * idx, (0x10000000 + idx * 0x1000) | rng.choice([1, 2, 3, 3]))
     pair.both("set_root_table", root)
     pair.both("set_enabled", True)
-    iovas = [0, 0x1000, 0x2000, 0x7000, 0xA01234, 0x1C0005000, 0x123, 1 << 47, 0x8000]
-    values = [0, l1 | 3, l2 | 3, 0x10000000 | 3, 0x600000 | 0x83]
+    iovas = [0, 0x1000, 0x2000, 0x7000, 0xA01234, 0x1C0005000, 0x123, 1 << 47, 0x8000,
+             1 << 39, (1 << 48) - 0x1000]
+    values = [0, l1 | 3, l2 | 3, 0x10000000 | 3, 0x600000 | 0x83, l1 | 1, l2 | 2]
     for _ in range(40):
         op = rng.random()
-        if op < 0.7:
-            pair.batch([(rng.randrange(4), rng.choice(iovas) | rng.choice([0, 8, 0x123]),
-                         rng.choice([0, 0, 1, 2, 4, 8, 16])) for _ in range(rng.randrange(1, 40))])
-        elif op < 0.8:
+        if op < 0.6:
+            pair.batch([(rng.randrange(5), rng.choice(iovas) | rng.choice([0, 8, 0x123]),
+                         rng.choice([0, 0, 1, 2, 4, 8, 16, 9])) for _ in range(rng.randrange(1, 40))])
+        elif op < 0.65:
+            pair.translate(rng.randrange(5), rng.choice(iovas), rng.choice([0, 1, 8, 16]))
+        elif op < 0.75:
             value = rng.choice(values) if rng.random() < 0.8 else rng.randrange(1 << 64)
-            pair.write_u64(rng.choice(tables) + 8 * rng.randrange(8), value)
-        elif op < 0.9:
-            pair.both("invalidate_iotlb", rng.choice([1, 2, 3]), rng.choice([1, 2]),
-                      rng.choice(iovas), rng.randrange(3), 0)
+            pair.write_u64(rng.choice(tables[2:]) + 8 * rng.randrange(8), value)
+        elif op < 0.8:
+            devfn = rng.randrange(5)
+            lo, hi = context_entry()
+            pair.write_u64(ctx + 16 * devfn, lo)
+            pair.write_u64(ctx + 16 * devfn + 8, hi)
+        elif op < 0.87:
+            pair.both("invalidate_iotlb", rng.choice([0, 1, 2, 3, 3, 4]), rng.choice([1, 2, 3]),
+                      rng.choice(iovas), rng.randrange(12), rng.randrange(2))
+        elif op < 0.93:
+            pair.both("invalidate_context", rng.choice([0, 1, 2, 3]), rng.choice([1, 2, 3]),
+                      rng.randrange(5), rng.randrange(4))
+        elif op < 0.96:
+            pair.both("set_enabled", rng.random() < 0.7)
         else:
-            pair.both("invalidate_context", rng.choice([1, 2, 3]), rng.choice([1, 2]),
-                      rng.randrange(4), 0)
+            pair.software_faults(rng.randrange(4), rng.randrange(8))
     return pair
 
 
