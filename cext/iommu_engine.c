@@ -938,6 +938,19 @@ static psc_entry *psc_lookup(iommu_unit *u, uint32_t did, uint64_t iova, uint32_
     return NULL;
 }
 
+/* psc_lookup without touching replacement state (a peek): the entry it would return. */
+static psc_entry *psc_peek(const iommu_unit *u, uint32_t did, uint64_t iova, uint32_t levels)
+{
+    for (uint32_t level = 2; level <= levels && level <= 5; level++) {
+        if (u->psc_level_count[level]) {
+            int32_t s = cache_find(&u->psc, iova >> level_shift(level), psc_tag(did, level));
+            if (s >= 0)
+                return &u->psc_values[s];
+        }
+    }
+    return NULL;
+}
+
 static void psc_fill(iommu_unit *u, uint32_t did, uint32_t level, uint64_t iova, uint64_t table,
                      uint32_t perm)
 {
@@ -1344,7 +1357,7 @@ typedef struct {
     uint64_t key;        /* the tag's part of the IOTLB hash key (as cache_home) */
     uint64_t high;       /* address bits beyond its width */
     int fast;            /* its requests may take the short paths (hit and miss runs) */
-    int walk;            /* a miss may take miss_run (no paging-structure cache) */
+    int walk;            /* a miss may take miss_run */
 } fast_context;
 
 static void fast_context_set(iommu_unit *u, fast_context *f)
@@ -1362,7 +1375,7 @@ static void fast_context_set(iommu_unit *u, fast_context *f)
      * cannot say "never", as address 0 has no bits to meet it.) */
     f->fast = !(ctx->tt == TT_PASSTHROUGH ||
                 (u->cfg.track_stale && ctx->gen != *u->mem->generation));
-    f->walk = u->psc.size == 0;
+    f->walk = 1;
 }
 
 /* The request and result arrays of a batch (they do not overlap each other or the unit). */
@@ -1815,10 +1828,100 @@ out:
     return i;
 }
 
+/* miss_run for a unit with a paging-structure cache: each request's miss path of
+ * translate_with_context, with its checks made first and without side effects (the IOTLB
+ * and the paging-structure cache peeked, the walk from the deepest cached entry read
+ * through the walk memo only), so that a request this loop does not serve ends the run
+ * with nothing touched for it but the memo: a hit, a cached entry without the right or
+ * changed in memory since it was cached (the stale check is due), a walk that is not
+ * plain. Then the same steps as the general path, in its order: the cache lookup (its LRU
+ * update), the paging-structure fills of the levels walked, the IOTLB fill. */
+NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, const batch_io *io,
+                                      uint64_t i, uint64_t n, hot_counters *counters)
+{
+    slot_cache *tlb = &u->iotlb;
+    iommu_mem *m = u->mem;
+    const uint32_t sid = f->sid, did = f->ctx->did, levels = f->levels;
+    const uint64_t high = f->high, addr_mask = u->addr_mask;
+    const uint64_t gen = *m->generation;
+    const int stale_check = u->cfg.track_stale != 0;
+    hot_counters h = *counters;
+    for (; i < n; i++) {
+        const uint64_t iova = io->iovas[i];
+        const uint32_t access = io->accesses[i];
+        if (io->sids[i] != sid ||
+            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
+            break;
+        if (tlb->size && iotlb_lookup(u, did, iova, 1, 0))
+            break;  /* a hit: for a hit run */
+        const uint64_t need = (access & ACCESS_WRITE) ? SL_W : SL_R;
+        const psc_entry *pe = psc_peek(u, did, iova, levels);
+        uint64_t table = f->ctx->slpt, perm = 7;
+        uint32_t top = levels;
+        if (pe) {
+            if (!(pe->perm & need) || (stale_check && pe->gen != gen))
+                break;  /* a fault from the cached rights, or the stale check: general */
+            table = pe->table;
+            top = pe->level - 1u;
+            perm = pe->perm;
+        }
+        /* The walk, read only; the tables passed and the rights down to them kept for the
+         * paging-structure fills. */
+        uint64_t next[6], granted[6], entry = 0;
+        uint32_t leaf_level = 0;
+        for (uint32_t level = top; level >= 1; level--) {
+            const uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
+            if (addr + 8 > m->size)
+                break;
+            entry = mem_read_u64_at_level(m, addr, level);
+            if ((entry ^ need) & (need | u->sl_reserved[level][0]))
+                break;  /* not present, no right, or a reserved bit */
+            perm &= entry;
+            if (level == 1 || (entry & SL_PS)) {
+                if (level == 1 || !(entry & u->sl_reserved[level][1]))
+                    leaf_level = level;
+                break;
+            }
+            table = entry & addr_mask;
+            next[level] = table;
+            granted[level] = perm & 7;
+        }
+        if (!leaf_level)
+            break;  /* not a plain walk: the general path does it again and faults */
+
+        /* The general path's steps, in its order. */
+        h.iotlb_misses++;
+        h.walks++;
+        if (pe) {  /* psc_lookup's answer was the entry peeked: now its LRU update */
+            u->counters.psc_hits++;
+            if (u->psc.policy == POLICY_LRU)
+                order_touch(&u->psc, (int32_t)(pe - u->psc_values));
+        } else {
+            u->counters.psc_misses++;
+        }
+        for (uint32_t level = top; level > leaf_level; level--)
+            psc_fill(u, did, level, iova, next[level], (uint32_t)granted[level]);
+        h.memory_reads += top - leaf_level + 1;
+        const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
+        const walk_leaf leaf = {0, leaf_level, (uint32_t)(perm & 7), (uint32_t)(entry >> 11 & 1),
+                                (uint32_t)(entry >> 62 & 1), entry & addr_mask & ~page_mask};
+        iotlb_fill(u, did, iova, &leaf, &h);
+        h.translations++;
+        h.context_hits++;
+        io->out_hpa[i] = leaf.base | (iova & page_mask);
+        io->out_fault[i] = 0;
+        io->out_flags[i] = (uint8_t)(FLAG_CONTEXT_HIT | (pe ? FLAG_PSC_HIT : 0));
+    }
+    *counters = h;
+    return i;
+}
+
 NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const batch_io *io,
                                   uint64_t i, uint64_t n, hot_counters *h)
 {
     const slot_cache *tlb = &u->iotlb;
+    if (u->psc.size)
+        return miss_run_psc(u, f, io, i, n, h);
     if (tlb->size && tlb->ring && tlb->nsets == 1 && tlb->set_nfree[0] == 0) {
         switch (f->levels) {
         case 2: return miss_run_ring_levels(u, f, io, i, n, 2, 0, h);
