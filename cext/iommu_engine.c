@@ -925,25 +925,16 @@ static HOT_INLINE uint32_t second_level_walk(iommu_unit *u, uint64_t slpt, uint3
 
 static inline uint32_t psc_tag(uint32_t did, uint32_t level) { return did << 3 | level; }
 
-/* The deepest cached non-leaf entry on iova's path (a PDE before a PDPE...). */
-static psc_entry *psc_lookup(iommu_unit *u, uint32_t did, uint64_t iova, uint32_t levels)
+/* The deepest cached non-leaf entry on iova's path (a PDE before a PDPE...). `touch`:
+ * LRU update (a lookup) or not (a peek). */
+static psc_entry *psc_lookup(iommu_unit *u, uint32_t did, uint64_t iova, uint32_t levels,
+                             int touch)
 {
     for (uint32_t level = 2; level <= levels && level <= 5; level++) {
         if (u->psc_level_count[level]) {
-            int32_t s = cache_lookup(&u->psc, iova >> level_shift(level), psc_tag(did, level));
-            if (s >= 0)
-                return &u->psc_values[s];
-        }
-    }
-    return NULL;
-}
-
-/* psc_lookup without touching replacement state (a peek): the entry it would return. */
-static psc_entry *psc_peek(const iommu_unit *u, uint32_t did, uint64_t iova, uint32_t levels)
-{
-    for (uint32_t level = 2; level <= levels && level <= 5; level++) {
-        if (u->psc_level_count[level]) {
-            int32_t s = cache_find(&u->psc, iova >> level_shift(level), psc_tag(did, level));
+            uint64_t vpn = iova >> level_shift(level);
+            int32_t s = touch ? cache_lookup(&u->psc, vpn, psc_tag(did, level))
+                              : cache_find(&u->psc, vpn, psc_tag(did, level));
             if (s >= 0)
                 return &u->psc_values[s];
         }
@@ -1159,7 +1150,7 @@ static HOT_INLINE void translate_with_context(iommu_unit *u, const context_entry
     int32_t psc_did = -1;
     if (u->psc.size) {
         psc_did = (int32_t)ctx->did;
-        psc_entry *pe = psc_lookup(u, ctx->did, iova, levels);
+        psc_entry *pe = psc_lookup(u, ctx->did, iova, levels, 1);
         if (!pe) {
             u->counters.psc_misses++;
         } else {
@@ -1855,7 +1846,7 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
         if (tlb->size && iotlb_lookup(u, did, iova, 1, 0))
             break;  /* a hit: for a hit run */
         const uint64_t need = (access & ACCESS_WRITE) ? SL_W : SL_R;
-        const psc_entry *pe = psc_peek(u, did, iova, levels);
+        const psc_entry *pe = psc_lookup(u, did, iova, levels, 0);  /* a peek */
         uint64_t table = f->ctx->slpt, perm = 7;
         uint32_t top = levels;
         if (pe) {
