@@ -583,24 +583,36 @@ static HOT_INLINE int32_t cache_lookup(slot_cache *c, uint64_t a, uint32_t b)
 }
 
 /* Take occupied slot s out of its bucket's chain. */
-static HOT_INLINE void hash_unlink(slot_cache *c, int32_t s)
+static HOT_INLINE void hash_unlink_in(int32_t *bucket, int32_t *chain, const uint32_t *home,
+                                      int32_t s)
 {
-    int32_t *at = &c->bucket[c->home[s]];
+    int32_t *at = &bucket[home[s]];
     while (*at != s) {
         if (*at < 0)
             return;  /* not reached: an occupied slot is in its chain */
-        at = &c->chain[*at];
+        at = &chain[*at];
     }
-    *at = c->chain[s];
+    *at = chain[s];
 }
 
-/* Put slot s first in bucket `home`'s chain (home: cache_home of its key). */
+/* Put slot s first in bucket `h`'s chain (h: cache_home of its key). */
+static HOT_INLINE void hash_link_in(int32_t *bucket, int32_t *chain, uint32_t *home, uint64_t h,
+                                    int32_t s)
+{
+    chain[s] = bucket[h];
+    bucket[h] = s;
+    home[s] = (uint32_t)h;
+}
+
+/* The same on a cache's own arrays (a loop that keeps them in locals calls the above). */
+static HOT_INLINE void hash_unlink(slot_cache *c, int32_t s)
+{
+    hash_unlink_in(c->bucket, c->chain, c->home, s);
+}
+
 static HOT_INLINE void hash_link(slot_cache *c, uint64_t home, int32_t s)
 {
-    int32_t *first = &c->bucket[home];
-    c->chain[s] = *first;
-    *first = s;
-    c->home[s] = (uint32_t)home;
+    hash_link_in(c->bucket, c->chain, c->home, home, s);
 }
 
 /* Take a slot of set `set` for a new key (its bucket `home`, from cache_home, which a
@@ -1519,120 +1531,109 @@ HIT_RUNNER(hit_run_large_set_rings, TOUCH_SET_RINGS, 1)
 HIT_RUNNER(hit_run_large_stamps, TOUCH_STAMPS, 1)
 #undef HIT_RUNNER
 
-/* The walk of translate_with_context for an untranslated request of the fast context,
- * with `levels` a constant so that the loop unrolls. Returns 1 with *leaf filled when
- * the walk meets only present, permitted, well-formed entries; else 0, having changed
- * nothing but the walk memo (the general path then does it all again and reports the
- * fault). */
-static HOT_INLINE int walk_plain_levels(iommu_unit *u, uint64_t slpt, const uint32_t levels,
-                                        uint64_t iova, uint32_t write, walk_leaf *leaf)
+/* The walk of the batch miss loops: translate_with_context's walk for an untranslated
+ * request of the fast context, through a walk memo kept in locals for the run (the frame
+ * each level read last, and the reserved-bit masks), written back to the memory index at
+ * the run's end. */
+typedef struct {
+    iommu_mem *m;
+    uint64_t pfn_below;       /* frames below this end inside memory: each entry can be read */
+    uint64_t addr_mask;
+    uint64_t pfn[6];          /* per level: the frame read last (~0: none) ... */
+    const uint8_t *frame[6];  /* ... and its buffer */
+    uint64_t rsv_table[6], rsv_large[6];  /* sl_reserved[level][0] and [1] */
+} walk_memo;
+
+static HOT_INLINE void walk_memo_load(walk_memo *w, const iommu_unit *u)
 {
     iommu_mem *m = u->mem;
-    const uint64_t need = write ? SL_W : SL_R, addr_mask = u->addr_mask;
-    /* A 4 KiB-aligned table below this ends inside memory, so every entry can be read. */
-    const uint64_t tables_below = m->size & ~(uint64_t)(PAGE_4K - 1);
-    uint64_t table = slpt, perm = 7;
+    w->m = m;
+    w->pfn_below = m->size >> FRAME_SHIFT;
+    w->addr_mask = u->addr_mask;
+    for (uint32_t level = 1; level <= 5; level++) {  /* a memo'd frame is below the bound */
+        w->pfn[level] = m->level_pfn[level] < w->pfn_below ? m->level_pfn[level] : ~0ull;
+        w->frame[level] = m->level_frame[level];
+        w->rsv_table[level] = u->sl_reserved[level][0];
+        w->rsv_large[level] = u->sl_reserved[level][1];
+    }
+}
+
+static HOT_INLINE void walk_memo_store(const walk_memo *w)
+{
+    for (uint32_t level = 1; level <= 5; level++) {
+        if (w->pfn[level] != ~0ull) {
+            w->m->level_pfn[level] = w->pfn[level];
+            w->m->level_frame[level] = (uint8_t *)w->frame[level];
+        }
+    }
+}
+
+/* Walk from `table` at level `top` (rights *perm granted above it): the leaf's level, with
+ * *entry the leaf entry and *perm the rights down to it, when the walk meets only present,
+ * permitted, well-formed entries in memory; else 0, having changed nothing but the memo
+ * (the general path then does it all again and reports the fault). With `next`, each
+ * non-leaf level passed notes the table it points to and the rights down to it, in
+ * next[level] and granted[level]. A constant `top` unrolls the loop. */
+static HOT_INLINE uint32_t walk_plain(walk_memo *w, uint64_t table, const uint32_t top,
+                                      uint64_t iova, uint64_t need, uint64_t *perm,
+                                      uint64_t *entry, uint64_t *next, uint64_t *granted)
+{
+    uint64_t e = 0, p = *perm;
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC unroll 5
 #endif
-    for (uint32_t level = levels; level >= 1; level--) {
-        if (UNLIKELY(table >= tables_below))
-            return 0;  /* (tables are 4 KiB-aligned) the general path checks the entry */
-        /* (a frame never written reads as zero: not present) */
-        uint64_t entry = mem_read_u64_at_level(m, table + ((iova >> level_shift(level)) & 511) * 8,
-                                               level);
-        /* The right present and no reserved bit of a table (or 4 KiB) entry; a large page
-         * then has more reserved bits (sl_reserved[level][1] holds [level][0]'s too). */
-        if (UNLIKELY((entry ^ need) & (need | u->sl_reserved[level][0])))
-            return 0;  /* not present, no right, or a reserved bit */
-        uint32_t ps = level > 1 && (entry & SL_PS);
-        if (UNLIKELY(ps && (entry & u->sl_reserved[level][1])))
-            return 0;
-        perm &= entry;
-        if (level == 1 || ps) {
-            leaf->fault = 0;
-            leaf->level = level;
-            leaf->perm = (uint32_t)(perm & 7);
-            leaf->snp = (uint32_t)(entry >> 11 & 1);
-            leaf->tm = (uint32_t)(entry >> 62 & 1);
-            leaf->base = entry & addr_mask & ~((1ull << level_shift(level)) - 1);
-            return 1;
+    for (uint32_t level = top; level >= 1; level--) {
+        const uint64_t pfn = table >> FRAME_SHIFT;
+        if (pfn != w->pfn[level]) {
+            const uint8_t *frame = pfn < w->pfn_below ? mem_frame(w->m, pfn) : NULL;
+            if (!frame)
+                return 0;  /* beyond memory (the general path checks the entry), or a
+                            * frame never written (zero: not present) */
+            w->pfn[level] = pfn;
+            w->frame[level] = frame;
         }
-        table = entry & addr_mask;
+        memcpy(&e, w->frame[level] + ((iova >> level_shift(level)) & 511) * 8, 8);
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+        e = __builtin_bswap64(e);
+#endif
+        /* The right present and no reserved bit of a table (or 4 KiB) entry; a large page
+         * then has more reserved bits (rsv_large holds rsv_table's too). */
+        if (UNLIKELY((e ^ need) & (need | w->rsv_table[level])))
+            return 0;  /* not present, no right, or a reserved bit */
+        p &= e;
+        if (level == 1 || (e & SL_PS)) {
+            if (level > 1 && (e & w->rsv_large[level]))
+                return 0;  /* PS where there is no such page size, or address bits set */
+            *perm = p;
+            *entry = e;
+            return level;
+        }
+        table = e & w->addr_mask;
+        if (next) {
+            next[level] = table;
+            granted[level] = p & 7;
+        }
     }
     return 0;  /* unreachable: level 1 is always a leaf */
 }
 
+/* How a miss loop fills the IOTLB: written out in the loop, evicting the oldest of the
+ * victim's set from a ring (one set: its ends in locals for the run; several: each fill
+ * reads and writes its set's ends) or by stamps; or through the general iotlb_fill_home
+ * (random replacement, or no IOTLB). A fill into a set with a free slot always takes
+ * iotlb_fill_home. */
+enum { FILL_ONE_RING = 0, FILL_SET_RINGS = 1, FILL_STAMPS = 2, FILL_GENERAL = 3 };
+
 /* Serve requests from i on while each is, for the fast context, an untranslated request
- * inside its width that misses the IOTLB at every level and whose walk meets only a plain
- * path (walk_plain_levels): the miss path of
- * translate() for it. Returns the first request not served; a hit stops the run too (a
- * hit run takes it). The counters live in locals for the run. */
+ * inside its width that misses the IOTLB at every level and whose walk is plain
+ * (walk_plain): the miss path of translate() for it, with the same answers, unit state
+ * and counters. `levels` is a constant, so the walk unrolls. Returns the first request
+ * not served, with nothing touched for it but the walk memo; a hit stops the run too (a
+ * hit run takes it). */
 static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
                                            const batch_io *io, uint64_t i, uint64_t n,
-                                           const uint32_t levels, hot_counters *counters)
-{
-    slot_cache *tlb = &u->iotlb;
-    const uint32_t *const level_count = u->iotlb_level_count;
-    const uint32_t sid = f->sid, tag = f->tag;
-    const uint64_t key = f->key, high = f->high;
-    const context_entry *ctx = f->ctx;
-    const uint16_t *const sids = io->sids;
-    const uint64_t *const iovas = io->iovas;
-    const uint8_t *const accesses = io->accesses;
-    /* Once a fully associative LRU/FIFO IOTLB is full, miss_run_ring_levels takes over. */
-    const int ring_fill = tlb->size && tlb->nsets == 1 && tlb->ring;
-    hot_counters h = *counters;
-    for (; i < n; i++) {
-        uint64_t iova = iovas[i];
-        uint32_t access = accesses[i];
-        if (sids[i] != sid ||
-            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)) ||
-            (ring_fill && tlb->set_nfree[0] == 0))
-            break;
-        uint64_t vpn = iova >> 12;
-        uint64_t home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> (64u - tlb->hbits);
-        if (tlb->size) {  /* no IOTLB: nothing to look up */
-            int32_t s = tlb->bucket[home];
-            while (s >= 0 && !(tlb->key_a[s] == vpn && tlb->key_b[s] == tag))
-                s = tlb->chain[s];
-            if (s >= 0)
-                break;  /* a hit: for a hit run */
-            /* iotlb_lookup's larger pages, where the IOTLB holds any (a peek: a hit ends
-             * the run before anything is touched, and a hit run takes it) */
-            if ((level_count[2] | level_count[3]) && iotlb_lookup(u, ctx->did, iova, 2, 0))
-                break;
-        }
-        walk_leaf leaf;
-        if (!walk_plain_levels(u, ctx->slpt, levels, iova, access & ACCESS_WRITE, &leaf))
-            break;
-        h.iotlb_misses++;
-        h.walks++;
-        h.memory_reads += levels - leaf.level + 1;
-        iotlb_fill_home(u, ctx->did, iova, &leaf, leaf.level == 1 ? home : NO_HOME, &h);
-        io->out_hpa[i] = leaf.base | (iova & ((1ull << level_shift(leaf.level)) - 1));
-        h.translations++;
-        h.context_hits++;
-        io->out_fault[i] = 0;
-        io->out_flags[i] = FLAG_CONTEXT_HIT;
-    }
-    *counters = h;
-    return i;
-}
-
-/* miss_run_levels for an LRU or FIFO IOTLB whose fills evict their set's oldest slot.
- * `sets` 0: fully associative and full, the ring's head and tail in locals for the run;
- * 1: set-associative with rings, each fill reading and writing its set's ring ends; 2:
- * set-associative with stamps, the victim the set's smallest stamp. With sets, a fill into
- * a set that still has a free slot takes the general iotlb_fill_home.
- * The fill is written out here, with the walk memo and the reserved-bit masks in locals
- * for the run (written back at its end): the same answers, unit state and counters as
- * miss_run_levels, in about 30% fewer instructions. A request this loop does not serve
- * ends the run, with nothing touched for it but the walk memo. */
-static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_context *f,
-                                                const batch_io *io, uint64_t i, uint64_t n,
-                                                const uint32_t levels, const int sets,
-                                                hot_counters *counters)
+                                           const uint32_t levels, const int mode,
+                                           hot_counters *counters)
 {
     slot_cache *tlb = &u->iotlb;
     iommu_mem *m = u->mem;
@@ -1642,8 +1643,9 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
     uint32_t *const key_b = tlb->key_b;
     uint32_t *const ring = tlb->ring, *const ring_pos = tlb->ring_pos;
     const uint32_t ring_mask = tlb->ring_mask, hshift = 64u - tlb->hbits;
-    /* sets 0: the one ring's ends, in locals (with stamps, there are no rings) */
-    uint64_t head = sets == 0 ? tlb->ring_head[0] : 0, tail = sets == 0 ? tlb->ring_tail[0] : 0;
+    /* FILL_ONE_RING: the one ring's ends, in locals (with stamps, there are no rings) */
+    uint64_t head = mode == FILL_ONE_RING ? tlb->ring_head[0] : 0;
+    uint64_t tail = mode == FILL_ONE_RING ? tlb->ring_tail[0] : 0;
     uint64_t *const ring_head = tlb->ring_head, *const ring_tail = tlb->ring_tail;
     const uint32_t *const set_nfree = tlb->set_nfree;
     iotlb_entry *const values = u->iotlb_values;
@@ -1652,27 +1654,20 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
     const uint64_t gen = *m->generation;
     const uint32_t sid = f->sid, tag = f->tag, did = f->ctx->did;
     const uint64_t key = f->key, high = f->high;
-    const uint64_t addr_mask = u->addr_mask, slpt = f->ctx->slpt;
+    const uint64_t slpt = f->ctx->slpt;
     const uint16_t *const sids = io->sids;
     const uint64_t *const iovas = io->iovas;
     const uint8_t *const accesses = io->accesses;
     uint64_t *const out_hpa = io->out_hpa;
     uint8_t *const out_fault = io->out_fault, *const out_flags = io->out_flags;
-    /* The walk memo, each frame number below the bound (a table there ends inside memory):
-     * one not, or none, is looked up (and its bound checked) on first use. */
-    const uint64_t pfn_below = m->size >> FRAME_SHIFT;
-    uint64_t memo_pfn[6], rsv_table[6], rsv_large[6];
-    const uint8_t *memo_frame[6];
-    for (uint32_t level = 1; level <= 5; level++) {
-        memo_pfn[level] = m->level_pfn[level] < pfn_below ? m->level_pfn[level] : ~0ull;
-        memo_frame[level] = m->level_frame[level];
-        rsv_table[level] = u->sl_reserved[level][0];
-        rsv_large[level] = u->sl_reserved[level][1];
-    }
+    walk_memo w;
+    walk_memo_load(&w, u);
+    const uint64_t addr_mask = w.addr_mask;
     tlb->last = -1;  /* the lookup memo: it may be a slot this run refills (a memo only) */
     const uint64_t first = i;
     uint64_t large_leaves = 0;  /* walks ending above level 1 (fewer memory reads) */
     uint64_t evictions = 0;
+    const int probe = tlb->size != 0;  /* (no IOTLB: nothing to look up) */
     for (; i < n; i++) {
         const uint64_t iova = iovas[i];
         const uint32_t access = accesses[i];
@@ -1681,43 +1676,16 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
             break;
         const uint64_t vpn = iova >> 12;
         uint64_t home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift;
-        int32_t s = bucket[home];
+        int32_t s = probe ? bucket[home] : -1;
         while (s >= 0 && !(key_a[s] == vpn && key_b[s] == tag))
             s = chain[s];
         if (s >= 0 || (large && iotlb_lookup(u, did, iova, 2, 0)))
             break;  /* a hit (at any level): for a hit run */
 
-        /* The walk (walk_plain_levels, its memo in locals). */
-        const uint64_t need = (access & ACCESS_WRITE) ? SL_W : SL_R;
-        uint64_t table = slpt, perm = 7, entry = 0;
-        uint32_t leaf_level = 0;
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 5
-#endif
-        for (uint32_t level = levels; level >= 1; level--) {
-            const uint64_t pfn = table >> FRAME_SHIFT;
-            if (pfn != memo_pfn[level]) {
-                const uint8_t *frame = pfn < pfn_below ? mem_frame(m, pfn) : NULL;
-                if (!frame)
-                    break;  /* beyond memory (the general path checks the entry), or a
-                             * frame never written (zero: not present) */
-                memo_pfn[level] = pfn;
-                memo_frame[level] = frame;
-            }
-            memcpy(&entry, memo_frame[level] + ((iova >> level_shift(level)) & 511) * 8, 8);
-#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
-            entry = __builtin_bswap64(entry);
-#endif
-            if (UNLIKELY((entry ^ need) & (need | rsv_table[level])))
-                break;  /* not present, no right, or a reserved bit */
-            perm &= entry;
-            if (level == 1 || (entry & SL_PS)) {
-                if (level == 1 || !(entry & rsv_large[level]))
-                    leaf_level = level;
-                break;
-            }
-            table = entry & addr_mask;
-        }
+        uint64_t perm = 7, entry = 0;
+        const uint32_t leaf_level = walk_plain(&w, slpt, levels, iova,
+                                               (access & ACCESS_WRITE) ? SL_W : SL_R, &perm,
+                                               &entry, NULL, NULL);
         if (UNLIKELY(!leaf_level))
             break;  /* not a plain walk: the general path does it again and faults */
 
@@ -1729,12 +1697,20 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
                    >> hshift;
         const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
         const uint64_t base = entry & addr_mask & ~page_mask;
-        const uint32_t set = sets ? cache_set_of(tlb, leaf_vpn) : 0;
-        if (sets && UNLIKELY(set_nfree[set] != 0)) {  /* a free slot: no eviction */
+        const uint32_t set = mode == FILL_ONE_RING ? 0 : cache_set_of(tlb, leaf_vpn);
+        if (mode == FILL_GENERAL || UNLIKELY(set_nfree[set] != 0)) {  /* (a free slot) */
             const walk_leaf leaf = {0, leaf_level, (uint32_t)(perm & 7),
                                     (uint32_t)(entry >> 11 & 1), (uint32_t)(entry >> 62 & 1),
                                     base};
+            if (mode == FILL_ONE_RING) {  /* the ring's ends, through the unit */
+                tlb->ring_head[0] = head;
+                tlb->ring_tail[0] = tail;
+            }
             iotlb_fill_home(u, did, iova, &leaf, home, counters);
+            if (mode == FILL_ONE_RING) {
+                head = tlb->ring_head[0];
+                tail = tlb->ring_tail[0];
+            }
             large = level_count[2] | level_count[3];
             large_leaves += leaf_level - 1;
             out_hpa[i] = base | (iova & page_mask);
@@ -1742,13 +1718,14 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
             out_flags[i] = FLAG_CONTEXT_HIT;
             continue;
         }
-        uint32_t *const set_ring = sets == 1 ? ring + (size_t)set * (ring_mask + 1) : ring;
+        uint32_t *const set_ring =
+            mode == FILL_SET_RINGS ? ring + (size_t)set * (ring_mask + 1) : ring;
         uint64_t set_tail = 0, r = 0;
-        if (sets == 2) {
+        if (mode == FILL_STAMPS) {
             s = stamp_oldest(tlb, set);
         } else {
-            set_tail = sets ? ring_tail[set] : tail;
-            for (r = sets ? ring_head[set] : head;; r++) {
+            set_tail = mode == FILL_SET_RINGS ? ring_tail[set] : tail;
+            for (r = mode == FILL_SET_RINGS ? ring_head[set] : head;; r++) {
                 if (UNLIKELY(r == set_tail))
                     goto out;  /* not reached: a full set has a current record per slot */
                 uint32_t idx = (uint32_t)r & ring_mask;
@@ -1757,22 +1734,17 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
                     break;
             }
         }
-        int32_t *at = &bucket[slot_home[s]];
-        while (*at != s && *at >= 0)  /* (an occupied slot is always in its chain) */
-            at = &chain[*at];
-        *at = chain[s];
-        chain[s] = bucket[home];
-        bucket[home] = s;
-        slot_home[s] = (uint32_t)home;
+        hash_unlink_in(bucket, chain, slot_home, s);
+        hash_link_in(bucket, chain, slot_home, home, s);
         key_a[s] = leaf_vpn;
         key_b[s] = leaf_tag;
-        if (sets == 2) {
+        if (mode == FILL_STAMPS) {
             tlb->stamp[s] = ++tlb->clock;
         } else {
             const uint32_t idx = (uint32_t)set_tail & ring_mask;  /* the pop made room */
             set_ring[idx] = (uint32_t)s;
             ring_pos[s] = idx;
-            if (sets) {
+            if (mode == FILL_SET_RINGS) {
                 ring_head[set] = r + 1;
                 ring_tail[set] = set_tail + 1;
             } else {
@@ -1799,17 +1771,13 @@ static HOT_INLINE uint64_t miss_run_ring_levels(iommu_unit *u, const fast_contex
         out_flags[i] = FLAG_CONTEXT_HIT;
     }
 out:
-    if (!sets) {
+    if (mode == FILL_ONE_RING) {
         tlb->ring_head[0] = head;
         tlb->ring_tail[0] = tail;
     }
-    for (uint32_t level = 1; level <= 5; level++) {
-        if (memo_pfn[level] != ~0ull) {
-            m->level_pfn[level] = memo_pfn[level];
-            m->level_frame[level] = (uint8_t *)memo_frame[level];
-        }
-    }
-    const uint64_t served = i - first;  /* each a miss, a walk and a fill */
+    walk_memo_store(&w);
+    const uint64_t served = i - first;  /* each a miss, a walk and a fill (evictions: those
+                                        * written out here; iotlb_fill_home counts its own) */
     counters->translations += served;
     counters->context_hits += served;
     counters->iotlb_misses += served;
@@ -1822,7 +1790,7 @@ out:
 /* miss_run for a unit with a paging-structure cache: each request's miss path of
  * translate_with_context, with its checks made first and without side effects (the IOTLB
  * and the paging-structure cache peeked, the walk from the deepest cached entry read
- * through the walk memo only), so that a request this loop does not serve ends the run
+ * only: walk_plain), so that a request this loop does not serve ends the run
  * with nothing touched for it but the memo: a hit, a cached entry without the right or
  * changed in memory since it was cached (the stale check is due), a walk that is not
  * plain. Then the same steps as the general path, in its order: the cache lookup (its LRU
@@ -1831,10 +1799,11 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
                                       uint64_t i, uint64_t n, hot_counters *counters)
 {
     slot_cache *tlb = &u->iotlb;
-    iommu_mem *m = u->mem;
     const uint32_t sid = f->sid, did = f->ctx->did, levels = f->levels;
-    const uint64_t high = f->high, addr_mask = u->addr_mask;
-    const uint64_t gen = *m->generation;
+    const uint64_t high = f->high;
+    const uint64_t gen = *u->mem->generation;
+    walk_memo w;
+    walk_memo_load(&w, u);
     const int stale_check = u->cfg.track_stale != 0;
     hot_counters h = *counters;
     for (; i < n; i++) {
@@ -1859,24 +1828,8 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
         /* The walk, read only; the tables passed and the rights down to them kept for the
          * paging-structure fills. */
         uint64_t next[6], granted[6], entry = 0;
-        uint32_t leaf_level = 0;
-        for (uint32_t level = top; level >= 1; level--) {
-            const uint64_t addr = table + ((iova >> level_shift(level)) & 511) * 8;
-            if (addr + 8 > m->size)
-                break;
-            entry = mem_read_u64_at_level(m, addr, level);
-            if ((entry ^ need) & (need | u->sl_reserved[level][0]))
-                break;  /* not present, no right, or a reserved bit */
-            perm &= entry;
-            if (level == 1 || (entry & SL_PS)) {
-                if (level == 1 || !(entry & u->sl_reserved[level][1]))
-                    leaf_level = level;
-                break;
-            }
-            table = entry & addr_mask;
-            next[level] = table;
-            granted[level] = perm & 7;
-        }
+        const uint32_t leaf_level = walk_plain(&w, table, top, iova, need, &perm, &entry, next,
+                                               granted);
         if (!leaf_level)
             break;  /* not a plain walk: the general path does it again and faults */
 
@@ -1895,7 +1848,7 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
         h.memory_reads += top - leaf_level + 1;
         const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
         const walk_leaf leaf = {0, leaf_level, (uint32_t)(perm & 7), (uint32_t)(entry >> 11 & 1),
-                                (uint32_t)(entry >> 62 & 1), entry & addr_mask & ~page_mask};
+                                (uint32_t)(entry >> 62 & 1), entry & w.addr_mask & ~page_mask};
         iotlb_fill(u, did, iova, &leaf, &h);
         h.translations++;
         h.context_hits++;
@@ -1903,6 +1856,7 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
         io->out_fault[i] = 0;
         io->out_flags[i] = (uint8_t)(FLAG_CONTEXT_HIT | (pe ? FLAG_PSC_HIT : 0));
     }
+    walk_memo_store(&w);
     *counters = h;
     return i;
 }
@@ -1913,32 +1867,28 @@ NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const ba
     const slot_cache *tlb = &u->iotlb;
     if (u->psc.size)
         return miss_run_psc(u, f, io, i, n, h);
-    if (tlb->size && tlb->ring && tlb->nsets == 1 && tlb->set_nfree[0] == 0) {
-        switch (f->levels) {
-        case 2: return miss_run_ring_levels(u, f, io, i, n, 2, 0, h);
-        case 3: return miss_run_ring_levels(u, f, io, i, n, 3, 0, h);
-        case 4: return miss_run_ring_levels(u, f, io, i, n, 4, 0, h);
-        case 5: return miss_run_ring_levels(u, f, io, i, n, 5, 0, h);
-        default: return i;
+    const int mode = !tlb->size        ? FILL_GENERAL
+                     : tlb->stamp      ? FILL_STAMPS
+                     : !tlb->ring      ? FILL_GENERAL
+                     : tlb->nsets == 1 ? FILL_ONE_RING
+                                       : FILL_SET_RINGS;
+    /* one loop per level count and fill kind */
+#define MISS_RUNS(lv)                                                                      \
+    case lv:                                                                               \
+        switch (mode) {                                                                    \
+        case FILL_ONE_RING: return miss_run_levels(u, f, io, i, n, lv, FILL_ONE_RING, h);  \
+        case FILL_SET_RINGS: return miss_run_levels(u, f, io, i, n, lv, FILL_SET_RINGS, h); \
+        case FILL_STAMPS: return miss_run_levels(u, f, io, i, n, lv, FILL_STAMPS, h);      \
+        default: return miss_run_levels(u, f, io, i, n, lv, FILL_GENERAL, h);              \
         }
-    }
-    if (tlb->size && (tlb->ring || tlb->stamp) && tlb->nsets > 1) {
-        const int sets = tlb->stamp ? 2 : 1;
-        switch (f->levels) {
-        case 2: return miss_run_ring_levels(u, f, io, i, n, 2, sets, h);
-        case 3: return miss_run_ring_levels(u, f, io, i, n, 3, sets, h);
-        case 4: return miss_run_ring_levels(u, f, io, i, n, 4, sets, h);
-        case 5: return miss_run_ring_levels(u, f, io, i, n, 5, sets, h);
-        default: return i;
-        }
-    }
     switch (f->levels) {
-    case 2: return miss_run_levels(u, f, io, i, n, 2, h);
-    case 3: return miss_run_levels(u, f, io, i, n, 3, h);
-    case 4: return miss_run_levels(u, f, io, i, n, 4, h);
-    case 5: return miss_run_levels(u, f, io, i, n, 5, h);
+    MISS_RUNS(2)
+    MISS_RUNS(3)
+    MISS_RUNS(4)
+    MISS_RUNS(5)
     default: return i;
     }
+#undef MISS_RUNS
 }
 
 /* The batch loop: requests in order, exactly as one unit_translate call each; the hot
