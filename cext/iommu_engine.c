@@ -1620,9 +1620,9 @@ static HOT_INLINE uint32_t walk_plain(walk_memo *w, uint64_t table, const uint32
 /* How a miss loop fills the IOTLB: written out in the loop, evicting the oldest of the
  * victim's set from a ring (one set: its ends in locals for the run; several: each fill
  * reads and writes its set's ends) or by stamps; or through the general iotlb_fill_home
- * (random replacement, or no IOTLB). A fill into a set with a free slot always takes
- * iotlb_fill_home. */
-enum { FILL_ONE_RING = 0, FILL_SET_RINGS = 1, FILL_STAMPS = 2, FILL_GENERAL = 3 };
+ * (random replacement); or not at all (no IOTLB: nothing to probe or fill). A fill into
+ * a set with a free slot always takes iotlb_fill_home. */
+enum { FILL_ONE_RING = 0, FILL_SET_RINGS = 1, FILL_STAMPS = 2, FILL_GENERAL = 3, FILL_NONE = 4 };
 
 /* Serve requests from i on while each is, for the fast context, an untranslated request
  * inside its width that misses the IOTLB at every level and whose walk is plain
@@ -1667,7 +1667,6 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
     const uint64_t first = i;
     uint64_t large_leaves = 0;  /* walks ending above level 1 (fewer memory reads) */
     uint64_t evictions = 0;
-    const int probe = tlb->size != 0;  /* (no IOTLB: nothing to look up) */
     for (; i < n; i++) {
         const uint64_t iova = iovas[i];
         const uint32_t access = accesses[i];
@@ -1675,12 +1674,16 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
             ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
             break;
         const uint64_t vpn = iova >> 12;
-        uint64_t home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift;
-        int32_t s = probe ? bucket[home] : -1;
-        while (s >= 0 && !(key_a[s] == vpn && key_b[s] == tag))
-            s = chain[s];
-        if (s >= 0 || (large && iotlb_lookup(u, did, iova, 2, 0)))
-            break;  /* a hit (at any level): for a hit run */
+        uint64_t home = 0;
+        int32_t s = -1;
+        if (mode != FILL_NONE) {
+            home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift;
+            s = bucket[home];
+            while (s >= 0 && !(key_a[s] == vpn && key_b[s] == tag))
+                s = chain[s];
+            if (s >= 0 || (large && iotlb_lookup(u, did, iova, 2, 0)))
+                break;  /* a hit (at any level): for a hit run */
+        }
 
         uint64_t perm = 7, entry = 0;
         const uint32_t leaf_level = walk_plain(&w, slpt, levels, iova,
@@ -1688,6 +1691,15 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
                                                &entry, NULL, NULL);
         if (UNLIKELY(!leaf_level))
             break;  /* not a plain walk: the general path does it again and faults */
+
+        if (mode == FILL_NONE) {
+            const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
+            large_leaves += leaf_level - 1;
+            out_hpa[i] = (entry & addr_mask & ~page_mask) | (iova & page_mask);
+            out_fault[i] = 0;
+            out_flags[i] = FLAG_CONTEXT_HIT;
+            continue;
+        }
 
         /* The fill: the oldest current record's slot takes the new key. */
         const uint64_t leaf_vpn = iova >> level_shift(leaf_level);
@@ -1867,7 +1879,7 @@ NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const ba
     const slot_cache *tlb = &u->iotlb;
     if (u->psc.size)
         return miss_run_psc(u, f, io, i, n, h);
-    const int mode = !tlb->size        ? FILL_GENERAL
+    const int mode = !tlb->size        ? FILL_NONE
                      : tlb->stamp      ? FILL_STAMPS
                      : !tlb->ring      ? FILL_GENERAL
                      : tlb->nsets == 1 ? FILL_ONE_RING
@@ -1879,6 +1891,7 @@ NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const ba
         case FILL_ONE_RING: return miss_run_levels(u, f, io, i, n, lv, FILL_ONE_RING, h);  \
         case FILL_SET_RINGS: return miss_run_levels(u, f, io, i, n, lv, FILL_SET_RINGS, h); \
         case FILL_STAMPS: return miss_run_levels(u, f, io, i, n, lv, FILL_STAMPS, h);      \
+        case FILL_NONE: return miss_run_levels(u, f, io, i, n, lv, FILL_NONE, h);          \
         default: return miss_run_levels(u, f, io, i, n, lv, FILL_GENERAL, h);              \
         }
     switch (f->levels) {
