@@ -28,36 +28,80 @@ uint64_t baseline_iotlb_probe(iommu_unit *u, uint32_t did, const uint64_t *iovas
     return found;
 }
 
-uint64_t baseline_walk(iommu_mem *m, uint64_t slpt, uint32_t levels, uint32_t leaf_level,
-                       const uint64_t *iovas, uint64_t n, uint64_t *out_hpa)
+/* The per-level frame memo of a chase: the frame each level read last. */
+typedef struct {
+    uint64_t pfn[6];
+    const uint8_t *frame[6];
+} chase_memo;
+
+/* One chase from `slpt`, levels `levels` down to `leaf_level`: the host address (the leaf's
+ * address bits plus the page offset); *entry is the last entry read (0: a frame never
+ * written). The caller checks the level numbers. */
+static inline uint64_t chase(iommu_mem *m, chase_memo *memo, uint64_t slpt, uint32_t levels,
+                             uint32_t leaf_level, uint64_t iova, uint64_t *entry)
 {
     const uint64_t addr_mask = 0x000FFFFFFFFFF000ull;
     const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
-    uint64_t found = 0;
+    uint64_t table = slpt, e = 0;
+    for (uint32_t level = levels; level >= leaf_level; level--) {
+        uint64_t pfn = table >> FRAME_SHIFT;
+        const uint8_t *frame = memo->frame[level];
+        if (!(frame && memo->pfn[level] == pfn)) {
+            frame = mem_frame(m, pfn);
+            memo->pfn[level] = pfn;
+            memo->frame[level] = frame;
+        }
+        if (!frame) {
+            e = 0;
+            break;
+        }
+        memcpy(&e, frame + ((iova >> level_shift(level)) & 511) * 8, 8);
+        table = e & addr_mask;
+    }
+    *entry = e;
+    return (table & ~page_mask) | (iova & page_mask);
+}
+
+uint64_t baseline_walk(iommu_mem *m, uint64_t slpt, uint32_t levels, uint32_t leaf_level,
+                       const uint64_t *iovas, uint64_t n, uint64_t *out_hpa)
+{
+    uint64_t found = 0, entry;
     if (levels < 1 || levels > 5 || leaf_level < 1 || leaf_level > levels)
         return 0;
-    uint64_t memo_pfn[6] = {0, 0, 0, 0, 0, 0};  /* the engine's walk memo, kept locally */
-    const uint8_t *memo_frame[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    chase_memo memo = {{0}, {NULL}};  /* the engine's walk memo, kept locally */
     for (uint64_t i = 0; i < n; i++) {
-        uint64_t iova = iovas[i];
-        uint64_t table = slpt, entry = 0;
-        for (uint32_t level = levels; level >= leaf_level; level--) {
-            uint64_t pfn = table >> FRAME_SHIFT;
-            const uint8_t *frame = memo_frame[level];
-            if (!(frame && memo_pfn[level] == pfn)) {
-                frame = mem_frame(m, pfn);
-                memo_pfn[level] = pfn;
-                memo_frame[level] = frame;
-            }
-            if (!frame) {
-                entry = 0;
-                break;
-            }
-            memcpy(&entry, frame + ((iova >> level_shift(level)) & 511) * 8, 8);
-            table = entry & addr_mask;
-        }
+        out_hpa[i] = chase(m, &memo, slpt, levels, leaf_level, iovas[i], &entry);
         found += entry != 0;
-        out_hpa[i] = (table & ~page_mask) | (iova & page_mask);
+    }
+    return found;
+}
+
+uint64_t baseline_probe_walk(iommu_unit *u, uint32_t did, uint64_t slpt, uint32_t levels,
+                             uint32_t leaf_level, const uint64_t *iovas, uint64_t n,
+                             uint64_t *out_hpa)
+{
+    const slot_cache *c = &u->iotlb;
+    const iotlb_entry *values = u->iotlb_values;
+    uint64_t found = 0, entry;
+    if (levels < 1 || levels > 5 || leaf_level < 1 || leaf_level > levels)
+        return 0;
+    chase_memo memo = {{0}, {NULL}};
+    const uint32_t shift = level_shift(leaf_level);
+    for (uint64_t i = 0; i < n; i++) {
+        const uint64_t iova = iovas[i];
+        int32_t s = -1;
+        if (c->size) {
+            s = cache_find(c, iova >> 12, iotlb_tag(did, 1));
+            if (s < 0 && leaf_level > 1)
+                s = cache_find(c, iova >> shift, iotlb_tag(did, leaf_level));
+        }
+        if (s >= 0) {
+            out_hpa[i] = values[s].base | (iova & ((1ull << level_shift(iotlb_level(&values[s]))) - 1));
+            found++;
+            continue;
+        }
+        out_hpa[i] = chase(u->mem, &memo, slpt, levels, leaf_level, iova, &entry);
+        found += entry != 0;
     }
     return found;
 }

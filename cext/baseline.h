@@ -17,6 +17,14 @@ uint64_t baseline_iotlb_probe(iommu_unit *u, uint32_t did, const uint64_t *iovas
 uint64_t baseline_walk(iommu_mem *m, uint64_t slpt, uint32_t levels, uint32_t leaf_level,
                        const uint64_t *iovas, uint64_t n, uint64_t *out_hpa);
 
+/* The two together, as the engine meets a request: the IOTLB's hash probe (at 4 KiB, and
+ * at the leaf's page size when that is larger), then, when it misses, the pointer chase
+ * of baseline_walk. No replacement update, no fill, no checks, no counters. Returns the
+ * addresses found (in the IOTLB or as a leaf). */
+uint64_t baseline_probe_walk(iommu_unit *u, uint32_t did, uint64_t slpt, uint32_t levels,
+                             uint32_t leaf_level, const uint64_t *iovas, uint64_t n,
+                             uint64_t *out_hpa);
+
 /* A peer: a second-level walk in the style of QEMU's vtd_iova_to_slpte (written from its
  * documented behaviour): range check of the address, then per level one read of the
  * entry through a generic memory-read call (an out-of-line function through a pointer,
