@@ -1,7 +1,8 @@
 """pytest-benchmark: IOTLB-hit batches (4 KiB and 2 MiB pages; a fully associative and an
 8-way IOTLB), uncached walks (3/4/5 levels x 4 KiB/2 MiB x sequential/random, every walk
-kind in iommu.bench.WALK_KINDS; 4-level random ones through an 8-way IOTLB too) and single
-translate() calls, for both engines, with the bare C baselines beside them.
+kind in iommu.bench.WALK_KINDS; each through a full IOTLB, as misses, and with no IOTLB,
+the walk alone; 4-level random ones through an 8-way IOTLB too) and single translate()
+calls, for both engines, with the bare C baselines beside them.
 
     python -m pytest bench -q                      # all suites, full sizes
     python -m pytest bench -q -k "walk and 4level" # a subset
@@ -42,16 +43,20 @@ def test_iotlb_hit_batch(benchmark, engine, sizes, page_size, ways):
 
 
 WALKS_IN_SETS = [("second_level", 4, PAGE_4K, "random", 8)]
+NO_IOTLB = None  # ways: a unit without an IOTLB (the walk alone)
 
 
 @pytest.mark.parametrize("kind,levels,page_size,pattern,ways",
-                         [w + (0,) for w in WALKS] + WALKS_IN_SETS,
+                         [w + (0,) for w in WALKS] + [w + (NO_IOTLB,) for w in WALKS] +
+                         WALKS_IN_SETS,
                          ids=[bench.walk_name(*w) for w in WALKS] +
+                             [bench.walk_name(*w, with_iotlb=False) for w in WALKS] +
                              [bench.walk_name(*w[:4]) + "_8way" for w in WALKS_IN_SETS])
 @pytest.mark.parametrize("engine", ENGINES)
 def test_walk_batch(benchmark, engine, sizes, kind, levels, page_size, pattern, ways):
-    scene = bench.WALK_KINDS[kind](engine, levels, page_size, sizes.walk_pages,
-                                   sizes.walk_iotlb_entries, ways)
+    entries = 0 if ways is NO_IOTLB else sizes.walk_iotlb_entries
+    scene = bench.WALK_KINDS[kind](engine, levels, page_size, sizes.walk_pages, entries,
+                                   ways or 0)
     scene.requests(_requests(engine, sizes, "walk"), pattern, seed=3)
     run = scene.batch()
     out = benchmark(run)
@@ -78,7 +83,8 @@ def test_translate_call(benchmark, engine, sizes):
 
 
 @pytest.mark.skipif("c" not in ENGINES, reason="the baselines are C")
-@pytest.mark.parametrize("what", ["hash_probe", "pointer_chase_4level", "qemu_style_walk"])
+@pytest.mark.parametrize("what", ["hash_probe", "pointer_chase_4level", "probe_chase_4level",
+                                  "qemu_style_walk"])
 def test_baseline(benchmark, sizes, what):
     """The bare C loops (cext/baseline.c) the engine figures are quoted against."""
     lib = bench._lib()
@@ -91,6 +97,7 @@ def test_baseline(benchmark, sizes, what):
         scene = bench.second_level_scene("c", 4, PAGE_4K, sizes.walk_pages,
                                          sizes.walk_iotlb_entries)
         scene.requests(sizes.walk_requests, "random", seed=3)
+        scene.batch()()  # the IOTLB as a miss run leaves it (probe_chase probes it)
     import numpy as np
 
     out = np.zeros(len(scene.iovas), dtype=np.uint64)
@@ -102,6 +109,9 @@ def test_baseline(benchmark, sizes, what):
         benchmark(lib.lib.baseline_iotlb_probe, handle, bench.DOMAIN_ID, iovas, n, c_out)
     elif what == "pointer_chase_4level":
         benchmark(lib.lib.baseline_walk, scene.memory.c_handle(), scene.domain.root, 4, 1,
+                  iovas, n, c_out)
+    elif what == "probe_chase_4level":
+        benchmark(lib.lib.baseline_probe_walk, handle, bench.DOMAIN_ID, scene.domain.root, 4, 1,
                   iovas, n, c_out)
     else:
         benchmark(lib.lib.peer_qemu_style_walk, handle, scene.domain.root, 4, 48, iovas, n, 0,

@@ -98,7 +98,8 @@ def _rate(x) -> str:
 def format_report(doc: dict) -> str:
     lines = [f"iommu bench: engine {doc['engine']}" + (" (quick sizes)" if doc["quick"] else "")
              + f", {doc['seconds']:.1f} s"]
-    head = f"{'workload':34} {'engine':7} {'per second':>12} {'ns each':>9} {'baseline/s':>12} {'ratio':>6}"
+    head = (f"{'workload':34} {'engine':7} {'per second':>12} {'ns each':>9} "
+            f"{'baseline/s':>12} {'ratio':>6} {'+probe':>6}")
     lines += ["", head, "-" * len(head)]
     for engine, figs in doc["results"].items():
         for name, f in figs.items():
@@ -106,11 +107,13 @@ def format_report(doc: dict) -> str:
                 continue
             base = f.get("baseline")
             ratio = f.get("ratio_to_baseline")
+            ratio2 = f.get("ratio_to_probe_chase")
             ns = f.get("ns_per")
             lines.append(f"{name:34} {engine:7} {_rate(f['per_s']):>12} "
                          f"{'' if ns is None else f'{ns:.1f}':>9} "
                          f"{_rate(base['per_s']) if base else '-':>12} "
-                         f"{'' if ratio is None else f'{ratio:.2f}':>6}")
+                         f"{'' if ratio is None else f'{ratio:.2f}':>6} "
+                         f"{'' if ratio2 is None else f'{ratio2:.2f}':>6}".rstrip())
             for p in f.get("peers", []):
                 if p.get("available", True):
                     lines.append(f"  peer {p['name']:29} {p['engine']:7} {_rate(p['per_s']):>12} "
@@ -130,6 +133,9 @@ def format_report(doc: dict) -> str:
     for t in doc["targets"]:
         m = t["measured"]
         shown = "-" if m is None else (f"{m:.3g}" if isinstance(m, float) else str(m))
+        if t["target"] is None:
+            lines.append(f"  {t['metric']:72} {shown:>10}  {'(no target)':>10}")
+            continue
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         lines.append(f"  {t['metric']:72} {shown:>10}  {t['target']:>10}  {mark}")
     return "\n".join(lines)
