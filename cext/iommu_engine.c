@@ -1873,35 +1873,42 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
     return i;
 }
 
-NOINLINE static uint64_t miss_run(iommu_unit *u, const fast_context *f, const batch_io *io,
-                                  uint64_t i, uint64_t n, hot_counters *h)
+/* The miss loops, one function per fill kind (small functions: the compiler keeps each
+ * loop's state in registers), each with one loop per level count. */
+#define MISS_RUNNER(name, mode)                                                            \
+    NOINLINE static uint64_t name(iommu_unit *u, const fast_context *f, const batch_io *io, \
+                                  uint64_t i, uint64_t n, hot_counters *h)                 \
+    {                                                                                      \
+        switch (f->levels) {                                                               \
+        case 2: return miss_run_levels(u, f, io, i, n, 2, mode, h);                        \
+        case 3: return miss_run_levels(u, f, io, i, n, 3, mode, h);                        \
+        case 4: return miss_run_levels(u, f, io, i, n, 4, mode, h);                        \
+        case 5: return miss_run_levels(u, f, io, i, n, 5, mode, h);                        \
+        default: return i;                                                                 \
+        }                                                                                  \
+    }
+MISS_RUNNER(miss_run_one_ring, FILL_ONE_RING)
+MISS_RUNNER(miss_run_set_rings, FILL_SET_RINGS)
+MISS_RUNNER(miss_run_stamps, FILL_STAMPS)
+MISS_RUNNER(miss_run_general, FILL_GENERAL)
+MISS_RUNNER(miss_run_no_iotlb, FILL_NONE)
+#undef MISS_RUNNER
+
+static uint64_t miss_run(iommu_unit *u, const fast_context *f, const batch_io *io, uint64_t i,
+                         uint64_t n, hot_counters *h)
 {
     const slot_cache *tlb = &u->iotlb;
     if (u->psc.size)
         return miss_run_psc(u, f, io, i, n, h);
-    const int mode = !tlb->size        ? FILL_NONE
-                     : tlb->stamp      ? FILL_STAMPS
-                     : !tlb->ring      ? FILL_GENERAL
-                     : tlb->nsets == 1 ? FILL_ONE_RING
-                                       : FILL_SET_RINGS;
-    /* one loop per level count and fill kind */
-#define MISS_RUNS(lv)                                                                      \
-    case lv:                                                                               \
-        switch (mode) {                                                                    \
-        case FILL_ONE_RING: return miss_run_levels(u, f, io, i, n, lv, FILL_ONE_RING, h);  \
-        case FILL_SET_RINGS: return miss_run_levels(u, f, io, i, n, lv, FILL_SET_RINGS, h); \
-        case FILL_STAMPS: return miss_run_levels(u, f, io, i, n, lv, FILL_STAMPS, h);      \
-        case FILL_NONE: return miss_run_levels(u, f, io, i, n, lv, FILL_NONE, h);          \
-        default: return miss_run_levels(u, f, io, i, n, lv, FILL_GENERAL, h);              \
-        }
-    switch (f->levels) {
-    MISS_RUNS(2)
-    MISS_RUNS(3)
-    MISS_RUNS(4)
-    MISS_RUNS(5)
-    default: return i;
-    }
-#undef MISS_RUNS
+    if (!tlb->size)
+        return miss_run_no_iotlb(u, f, io, i, n, h);
+    if (tlb->stamp)
+        return miss_run_stamps(u, f, io, i, n, h);
+    if (!tlb->ring)
+        return miss_run_general(u, f, io, i, n, h);
+    if (tlb->nsets == 1)
+        return miss_run_one_ring(u, f, io, i, n, h);
+    return miss_run_set_rings(u, f, io, i, n, h);
 }
 
 /* The batch loop: requests in order, exactly as one unit_translate call each; the hot
