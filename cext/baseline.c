@@ -37,12 +37,16 @@ typedef struct {
 /* One chase from `slpt`, levels `levels` down to `leaf_level`: the host address (the leaf's
  * address bits plus the page offset); *entry is the last entry read (0: a frame never
  * written). The caller checks the level numbers. */
-static inline uint64_t chase(iommu_mem *m, chase_memo *memo, uint64_t slpt, uint32_t levels,
-                             uint32_t leaf_level, uint64_t iova, uint64_t *entry)
+static HOT_INLINE uint64_t chase(iommu_mem *m, chase_memo *memo, uint64_t slpt,
+                                 const uint32_t levels, const uint32_t leaf_level,
+                                 uint64_t iova, uint64_t *entry)
 {
     const uint64_t addr_mask = 0x000FFFFFFFFFF000ull;
     const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
     uint64_t table = slpt, e = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 5
+#endif
     for (uint32_t level = levels; level >= leaf_level; level--) {
         uint64_t pfn = table >> FRAME_SHIFT;
         const uint8_t *frame = memo->frame[level];
@@ -62,12 +66,11 @@ static inline uint64_t chase(iommu_mem *m, chase_memo *memo, uint64_t slpt, uint
     return (table & ~page_mask) | (iova & page_mask);
 }
 
-uint64_t baseline_walk(iommu_mem *m, uint64_t slpt, uint32_t levels, uint32_t leaf_level,
-                       const uint64_t *iovas, uint64_t n, uint64_t *out_hpa)
+static HOT_INLINE uint64_t chase_run(iommu_mem *m, uint64_t slpt, const uint32_t levels,
+                                     const uint32_t leaf_level, const uint64_t *iovas,
+                                     uint64_t n, uint64_t *out_hpa)
 {
     uint64_t found = 0, entry;
-    if (levels < 1 || levels > 5 || leaf_level < 1 || leaf_level > levels)
-        return 0;
     chase_memo memo = {{0}, {NULL}};  /* the engine's walk memo, kept locally */
     for (uint64_t i = 0; i < n; i++) {
         out_hpa[i] = chase(m, &memo, slpt, levels, leaf_level, iovas[i], &entry);
@@ -76,15 +79,36 @@ uint64_t baseline_walk(iommu_mem *m, uint64_t slpt, uint32_t levels, uint32_t le
     return found;
 }
 
-uint64_t baseline_probe_walk(iommu_unit *u, uint32_t did, uint64_t slpt, uint32_t levels,
-                             uint32_t leaf_level, const uint64_t *iovas, uint64_t n,
-                             uint64_t *out_hpa)
+/* The level numbers as constants where the workloads use them (the loop unrolls, as the
+ * engine's walk does for its level count), else as variables. */
+#define LEVEL_CASES(run, ...)                                                              \
+    switch (levels * 8 + leaf_level) {                                                     \
+    case 3 * 8 + 1: return run(__VA_ARGS__, 3, 1);                                         \
+    case 3 * 8 + 2: return run(__VA_ARGS__, 3, 2);                                         \
+    case 4 * 8 + 1: return run(__VA_ARGS__, 4, 1);                                         \
+    case 4 * 8 + 2: return run(__VA_ARGS__, 4, 2);                                         \
+    case 5 * 8 + 1: return run(__VA_ARGS__, 5, 1);                                         \
+    case 5 * 8 + 2: return run(__VA_ARGS__, 5, 2);                                         \
+    default: return run(__VA_ARGS__, levels, leaf_level);                                  \
+    }
+
+#define CHASE_RUN(m, slpt, iovas, n, out, lv, leaf) chase_run(m, slpt, lv, leaf, iovas, n, out)
+
+uint64_t baseline_walk(iommu_mem *m, uint64_t slpt, uint32_t levels, uint32_t leaf_level,
+                       const uint64_t *iovas, uint64_t n, uint64_t *out_hpa)
+{
+    if (levels < 1 || levels > 5 || leaf_level < 1 || leaf_level > levels)
+        return 0;
+    LEVEL_CASES(CHASE_RUN, m, slpt, iovas, n, out_hpa)
+}
+
+static HOT_INLINE uint64_t probe_chase_run(iommu_unit *u, uint32_t did, uint64_t slpt,
+                                           const uint64_t *iovas, uint64_t n, uint64_t *out_hpa,
+                                           const uint32_t levels, const uint32_t leaf_level)
 {
     const slot_cache *c = &u->iotlb;
     const iotlb_entry *values = u->iotlb_values;
     uint64_t found = 0, entry;
-    if (levels < 1 || levels > 5 || leaf_level < 1 || leaf_level > levels)
-        return 0;
     chase_memo memo = {{0}, {NULL}};
     const uint32_t shift = level_shift(leaf_level);
     for (uint64_t i = 0; i < n; i++) {
@@ -96,7 +120,8 @@ uint64_t baseline_probe_walk(iommu_unit *u, uint32_t did, uint64_t slpt, uint32_
                 s = cache_find(c, iova >> shift, iotlb_tag(did, leaf_level));
         }
         if (s >= 0) {
-            out_hpa[i] = values[s].base | (iova & ((1ull << level_shift(iotlb_level(&values[s]))) - 1));
+            const uint64_t mask = (1ull << level_shift(iotlb_level(&values[s]))) - 1;
+            out_hpa[i] = values[s].base | (iova & mask);
             found++;
             continue;
         }
@@ -105,6 +130,18 @@ uint64_t baseline_probe_walk(iommu_unit *u, uint32_t did, uint64_t slpt, uint32_
     }
     return found;
 }
+
+uint64_t baseline_probe_walk(iommu_unit *u, uint32_t did, uint64_t slpt, uint32_t levels,
+                             uint32_t leaf_level, const uint64_t *iovas, uint64_t n,
+                             uint64_t *out_hpa)
+{
+    if (levels < 1 || levels > 5 || leaf_level < 1 || leaf_level > levels)
+        return 0;
+    LEVEL_CASES(probe_chase_run, u, did, slpt, iovas, n, out_hpa)
+}
+
+#undef CHASE_RUN
+#undef LEVEL_CASES
 
 /* ------------------------------------------------------------ QEMU-style peer walk */
 
