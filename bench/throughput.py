@@ -32,7 +32,10 @@ def main(argv=None) -> int:
             results[engine][w.name] = fig
             if not args.json:
                 base = fig.get("baseline")
-                extra = f"  ({fig['ratio_to_baseline']:.2f} of the bare C baseline)" if base else ""
+                extra = f"  ({fig['ratio_to_baseline']:.2f} of the bare C baseline" if base else ""
+                if base and fig.get("ratio_to_probe_chase") is not None:
+                    extra += f", {fig['ratio_to_probe_chase']:.2f} of the bare probe + chase"
+                extra += ")" if base else ""
                 print(f"{engine:6} {w.name:30} {fig['per_s']:>14,.0f} {fig['unit']}/s{extra}",
                       flush=True)
     if args.json:
