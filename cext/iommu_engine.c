@@ -1420,58 +1420,56 @@ static const uint8_t right_needed[256] = {
  * a register, or ring_push (several sets). */
 enum { TOUCH_NONE = 0, TOUCH_ONE_RING = 1, TOUCH_SET_RINGS = 2, TOUCH_STAMPS = 3 };
 
-/* Serve requests from i on while each is, for the fast context, an untranslated request
- * inside its width that an IOTLB entry serves with the right permission, the entry
- * unchanged since it was checked: exactly the IOTLB-hit path of translate() for it.
- * `large` 0: 4 KiB entries; 1: 2 MiB and 1 GiB ones (a 4 KiB hit ends such a run, as the
- * lookup order says). Returns the first request not served (nothing was touched for it):
- * a miss, a fault, a stale check due, another device, or an LRU ring about to overflow
- * (the run is cut there; the general path compacts the ring). A small function of its
- * own, so the loop lives in registers. */
-static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const batch_io *io,
-                                   uint64_t i, uint64_t n, const int touch, const int large)
+/* The state of a hit run, in locals of hit_run (hit_span is inlined into it). */
+typedef struct {
+    const int32_t *bucket, *chain;
+    const iotlb_entry *values;
+    uint32_t hshift, tag, ctx_did, ring_mask, ways_shift;
+    uint64_t key, gen, gen_mask;
+    uint32_t *ring, *ring_pos;
+    uint64_t *ring_head, *ring_tail, *stamp;
+    uint64_t t, clock;  /* the one ring's tail (TOUCH_ONE_RING), the stamp clock */
+} hit_state;
+
+/* Requests i .. end-1 of a hit run (see hit_run); the first not served, or end. With
+ * `checked`, the caller has found every request of the span to be of the fast context's
+ * device, inside its width and of one access kind, which needs entry bit `need` (0x80: not
+ * a plain request); else each request is checked here. */
+static HOT_INLINE uint64_t hit_span(iommu_unit *u, hit_state *st, const batch_io *io,
+                                    uint64_t i, const uint64_t end, const uint32_t sid,
+                                    const uint64_t high, const uint32_t need, const int checked,
+                                    const int stale, const int touch, const int large)
 {
     slot_cache *tlb = &u->iotlb;
-    const int32_t *const bucket = tlb->bucket, *const chain = tlb->chain;
-    const uint32_t hshift = 64u - tlb->hbits;
-    const iotlb_entry *const values = u->iotlb_values;
-    const uint64_t gen = *u->mem->generation;
-    const uint64_t gen_mask = u->cfg.track_stale ? ~0ull : 0;  /* 0: generations ignored */
-    const uint32_t sid = f->sid, tag = f->tag, ctx_did = f->ctx->did;
-    const uint64_t key = f->key, high = f->high;
-    uint32_t *const ring = tlb->ring, *const ring_pos = tlb->ring_pos;
-    uint64_t *const ring_head = tlb->ring_head, *const ring_tail = tlb->ring_tail;
-    const uint32_t ring_mask = tlb->ring_mask, ways_shift = tlb->ways_shift;
-    uint64_t t = 0, ring_end = 0;  /* the ring's tail, and the position where it is full */
-    uint64_t *const stamp = tlb->stamp;
-    uint64_t clock = tlb->clock;
-    if (touch == TOUCH_ONE_RING) {
-        t = tlb->ring_tail[0];
-        ring_end = tlb->ring_head[0] + ring_mask + 1;
-        if (ring_end - t < n - i)  /* stop where the ring is full: the general path compacts */
-            n = i + (ring_end - t);
-    }
+    const int32_t *const bucket = st->bucket;
+    const iotlb_entry *const values = st->values;
+    const uint32_t hshift = st->hshift, tag = st->tag;
+    const uint64_t key = st->key, gen = st->gen, gen_mask = st->gen_mask;
+    uint32_t *const ring = st->ring, *const ring_pos = st->ring_pos;
+    const uint32_t ring_mask = st->ring_mask;
+    const uint64_t t_minus_i = st->t - i;  /* the ring's tail moves with i */
+    uint64_t clock = st->clock;
+    const uint64_t first = i;
     const uint16_t *const sids = io->sids;
     const uint64_t *const iovas = io->iovas;
     const uint8_t *const accesses = io->accesses;
     uint64_t *const out_hpa = io->out_hpa;
     uint8_t *const out_fault = io->out_fault, *const out_flags = io->out_flags;
-    for (; i < n; i++) {
-        uint64_t iova = iovas[i];
-        uint32_t access = accesses[i];
-        if (sids[i] != sid || (iova & high))
+    for (; i < end; i++) {
+        const uint64_t iova = iovas[i];
+        if (!checked && (sids[i] != sid || (iova & high)))
             break;
-        uint64_t vpn = iova >> 12;
+        const uint64_t vpn = iova >> 12;
         /* cache_find, with the keys read from the entries (the same values); the rest of
          * a chain out of line, so the loop keeps its registers */
         int32_t s = bucket[((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift];
         if (s >= 0 && !(values[s].vpn == vpn && values[s].tag == tag))
-            s = iotlb_chain_find(chain, values, s, vpn, tag);
+            s = iotlb_chain_find(st->chain, values, s, vpn, tag);
         uint64_t page_mask = PAGE_4K - 1;
         if (large) {  /* a run of 2 MiB and 1 GiB hits: a 4 KiB hit ends it */
             if (s >= 0)
                 break;
-            const iotlb_entry *large_hit = iotlb_lookup(u, ctx_did, iova, 2, 0);  /* a peek */
+            const iotlb_entry *large_hit = iotlb_lookup(u, st->ctx_did, iova, 2, 0);  /* a peek */
             if (large_hit) {
                 s = (int32_t)(large_hit - values);
                 page_mask = (1ull << level_shift(iotlb_level(large_hit))) - 1;
@@ -1480,34 +1478,113 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
         if (s < 0)
             break;
         const iotlb_entry *e = &values[s];
-        if (!(e->bits & right_needed[access]) || ((e->gen ^ gen) & gen_mask))
-            break;  /* no right (a fault), not a plain request, or the stale check is due */
+        const uint32_t right = checked ? need : right_needed[accesses[i]];
+        if (!(e->bits & right))
+            break;  /* no right (a fault), or not a plain request */
+        if (checked ? (stale && e->gen != gen) : ((e->gen ^ gen) & gen_mask) != 0)
+            break;  /* the stale check is due */
         if (touch == TOUCH_ONE_RING) {  /* cache_lookup's LRU update, as ring_push */
-            uint32_t idx = (uint32_t)t & ring_mask;
+            uint32_t idx = (uint32_t)(i + t_minus_i) & ring_mask;
             ring[idx] = (uint32_t)s;
             ring_pos[s] = idx;
-            t++;
         } else if (touch == TOUCH_SET_RINGS) {  /* ring_push, its fields in locals */
-            const uint32_t set =
-                ways_shift < 32 ? (uint32_t)s >> ways_shift : (uint32_t)s / tlb->ways;
-            const uint64_t set_tail = ring_tail[set];
-            if (UNLIKELY(set_tail - ring_head[set] > ring_mask))
+            const uint32_t set = st->ways_shift < 32 ? (uint32_t)s >> st->ways_shift
+                                                     : (uint32_t)s / tlb->ways;
+            const uint64_t set_tail = st->ring_tail[set];
+            if (UNLIKELY(set_tail - st->ring_head[set] > ring_mask))
                 break;  /* the set's ring is full: the general path compacts it */
             const uint32_t idx = (uint32_t)set_tail & ring_mask;
             ring[(size_t)set * (ring_mask + 1) + idx] = (uint32_t)s;
             ring_pos[s] = idx;
-            ring_tail[set] = set_tail + 1;
+            st->ring_tail[set] = set_tail + 1;
         } else if (touch == TOUCH_STAMPS) {  /* order_touch */
-            stamp[s] = ++clock;
+            st->stamp[s] = ++clock;
         }
         out_hpa[i] = e->base | (iova & page_mask);
-        out_fault[i] = 0;
-        out_flags[i] = FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT;
+        if (!checked) {
+            out_fault[i] = 0;
+            out_flags[i] = FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT;
+        }
+    }
+    if (checked) {  /* the bytes of the requests served, at once (fewer live pointers) */
+        memset(out_fault + first, 0, i - first);
+        memset(out_flags + first, FLAG_CONTEXT_HIT | FLAG_IOTLB_HIT, i - first);
     }
     if (touch == TOUCH_ONE_RING)
-        tlb->ring_tail[0] = t;
+        st->t = i + t_minus_i;
+    st->clock = clock;
+    return i;
+}
+
+/* Requests are looked at in blocks of this many: a block that is all one device's requests
+ * of one access kind inside the width takes hit_span without per-request checks. */
+#define HIT_BLOCK 64
+
+/* Serve requests from i on while each is, for the fast context, an untranslated request
+ * inside its width that an IOTLB entry serves with the right permission, the entry
+ * unchanged since it was checked: exactly the IOTLB-hit path of translate() for it.
+ * `large` 0: 4 KiB entries; 1: 2 MiB and 1 GiB ones (a 4 KiB hit ends such a run, as the
+ * lookup order says). Returns the first request not served (nothing was touched for it):
+ * a miss, a fault, a stale check due, another device, or an LRU ring about to overflow
+ * (the run is cut there; the general path compacts the ring). A small function of its
+ * own, so the loop lives in registers. A hit changes no key, bucket or entry, only the
+ * order and the outputs, so a block's checks may be made before any of it is served. */
+static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const batch_io *io,
+                                   uint64_t i, uint64_t n, const int touch, const int large)
+{
+    slot_cache *tlb = &u->iotlb;
+    hit_state st;
+    st.bucket = tlb->bucket;
+    st.chain = tlb->chain;
+    st.values = u->iotlb_values;
+    st.hshift = 64u - tlb->hbits;
+    st.tag = f->tag;
+    st.ctx_did = f->ctx->did;
+    st.ring_mask = tlb->ring_mask;
+    st.ways_shift = tlb->ways_shift;
+    st.key = f->key;
+    st.gen = *u->mem->generation;
+    st.gen_mask = u->cfg.track_stale ? ~0ull : 0;  /* 0: generations ignored */
+    st.ring = tlb->ring;
+    st.ring_pos = tlb->ring_pos;
+    st.ring_head = tlb->ring_head;
+    st.ring_tail = tlb->ring_tail;
+    st.stamp = tlb->stamp;
+    st.t = 0;
+    st.clock = tlb->clock;
+    const uint32_t sid = f->sid;
+    const uint64_t high = f->high;
+    if (touch == TOUCH_ONE_RING) {
+        st.t = tlb->ring_tail[0];
+        const uint64_t ring_end = tlb->ring_head[0] + st.ring_mask + 1;
+        if (ring_end - st.t < n - i)  /* stop where the ring is full: the general path compacts */
+            n = i + (ring_end - st.t);
+    }
+    while (i < n) {
+        const uint64_t end = n - i > HIT_BLOCK ? i + HIT_BLOCK : n;
+        uint32_t other = 0, acc_or = 0, acc_and = 0xFF;
+        uint64_t wide = 0;
+        for (uint64_t k = i; k < end; k++) {
+            other |= io->sids[k] ^ sid;
+            wide |= io->iovas[k] & high;
+            acc_or |= io->accesses[k];
+            acc_and &= io->accesses[k];
+        }
+        uint64_t j;
+        if (other || wide || acc_or != acc_and)
+            j = hit_span(u, &st, io, i, end, sid, high, 0, 0, 0, touch, large);
+        else if (st.gen_mask)
+            j = hit_span(u, &st, io, i, end, sid, high, right_needed[acc_or], 1, 1, touch, large);
+        else
+            j = hit_span(u, &st, io, i, end, sid, high, right_needed[acc_or], 1, 0, touch, large);
+        i = j;
+        if (j < end)
+            break;
+    }
+    if (touch == TOUCH_ONE_RING)
+        tlb->ring_tail[0] = st.t;
     if (touch == TOUCH_STAMPS)
-        tlb->clock = clock;
+        tlb->clock = st.clock;
     return i;
 }
 

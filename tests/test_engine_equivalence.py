@@ -668,6 +668,30 @@ def test_batch_address_zero_passthrough_and_stale(iotlb):
     assert pair.c.counter_values()["stale_hits"] == 4
 
 
+@pytest.mark.parametrize("iotlb_ways", [0, 2])
+def test_hit_blocks_check_the_width(iotlb_ways):
+    """The C engine's hit runs check a block of requests (one device, one access kind,
+    inside the width) before serving it: a request beyond the width whose page the IOTLB
+    still holds (it was cached under a wider context entry, and only the context cache was
+    invalidated after the width shrank) must fault, not hit, also in such a block."""
+    config = EngineConfig(iotlb_entries=8, iotlb_ways=iotlb_ways, context_entries=4,
+                          track_stale=0)  # (with it, every hit after the write is checked)
+    pair, (_, ctx, l4, *_) = small_domain(config)
+    far_l3, far_l2, far_l1 = POOL[6:9]
+    far = 1 << 39  # PML4 index 1: inside 48 bits, beyond 39
+    pair.mem.write_u64(l4 + 8, far_l3 | 3)
+    pair.mem.write_u64(far_l3, far_l2 | 3)
+    pair.mem.write_u64(far_l2, far_l1 | 3)
+    pair.mem.write_u64(far_l1, 0x7000000 | 3)
+    pair.batch([(0, 0x123, 0), (0, far | 0x123, 0)])  # both cached
+    lo, hi = ContextEntry(True, False, 0, l4, 1, 1).encode()  # AW 1: 3 levels, 39 bits
+    pair.write_u64(ctx, lo)
+    pair.write_u64(ctx + 8, hi)
+    pair.both("invalidate_context", 1)  # global; the IOTLB keeps both pages
+    pair.batch([(0, 0x123, 0), (0, far | 0x123, 0), (0, 0x123, 0), (0, far | 0x456, 0)])
+    assert pair.c.counter_values()["iotlb_hits"] == 2  # the far ones fault
+
+
 @pytest.mark.parametrize("context_entries", [0, 4])
 def test_stale_check_sees_the_paging_structure_entry_it_started_from(context_entries):
     """A one-entry paging-structure cache holds a PDPE (a walk to a 2 MiB page filled it
