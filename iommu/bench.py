@@ -330,7 +330,7 @@ def iotlb_hit_batch(engine: str, sizes: Sizes, baseline: bool = True,
     in random order (LRU); 4-level tables. The bare probe is of 4 KiB entries: 2 MiB pages
     have no baseline."""
     n_req = sizes.hit_requests if engine == "c" else sizes.python_requests
-    baseline = baseline and page_size == PAGE_4K
+    baseline = baseline and page_size == PAGE_4K and engine == "c"  # (see walk_batch)
     scene = second_level_scene(engine, 4, page_size, sizes.hit_pages, iotlb_entries=sizes.hit_pages,
                                iotlb_ways=sizes.iotlb_ways)
     scene.requests(n_req, "random", seed=2)
@@ -340,7 +340,8 @@ def iotlb_hit_batch(engine: str, sizes: Sizes, baseline: bool = True,
     if info["iotlb_hit_share"] != 1.0:
         raise AssertionError(f"IOTLB-hit workload missed: {info}")
     base_run = baseline_iotlb_probe_runner(scene) if baseline else None
-    timed = time_interleaved([run, base_run] if base_run else [run], sizes.ratio_repeats)
+    timed = time_interleaved([run, base_run] if base_run else [run],
+                             sizes.ratio_repeats if base_run else sizes.repeats)
     name = "iotlb_hit_batch" + ("" if page_size == PAGE_4K else f"_{PAGE_NAMES[page_size]}")
     fig = rate_figure(name, engine, n_req, *timed[0], **info, iotlb_entries=sizes.hit_pages,
                       page_size=page_size)
@@ -359,6 +360,9 @@ def walk_batch(engine: str, sizes: Sizes, kind: str, levels: int, page_size: int
     with an IOTLB, against the bare probe + chase too."""
     n_req = sizes.walk_requests if engine == "c" else sizes.python_requests
     n_pages = sizes.walk_pages
+    # The Python engine's share of a bare C loop says nothing (a few thousandths) and its
+    # runs are long: it is timed alone, its C/Python ratio comes from the rates.
+    baseline = baseline and engine == "c"
     with_iotlb = sizes.walk_iotlb_entries > 0
     scene = WALK_KINDS[kind](engine, levels, page_size, n_pages, sizes.walk_iotlb_entries,
                              sizes.iotlb_ways if with_iotlb else 0)
@@ -370,7 +374,8 @@ def walk_batch(engine: str, sizes: Sizes, kind: str, levels: int, page_size: int
     chase_run = baseline_walk_runner(scene) if baseline else None
     probe_chase_run = baseline_probe_walk_runner(scene) if baseline and with_iotlb else None
     fns = [f for f in (run, chase_run, probe_chase_run) if f is not None]
-    timed = dict(zip(fns, time_interleaved(fns, sizes.ratio_repeats)))
+    timed = dict(zip(fns, time_interleaved(fns, sizes.ratio_repeats if baseline
+                                           else sizes.repeats)))
     name = walk_name(kind, levels, page_size, pattern, with_iotlb)
     fig = rate_figure(name, engine, n_req, *timed[run], **info, levels=levels,
                       page_size=page_size, pattern=pattern, mapped_pages=n_pages,
