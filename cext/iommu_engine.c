@@ -1432,9 +1432,8 @@ typedef struct {
 } hit_state;
 
 /* Requests i .. end-1 of a hit run (see hit_run); the first not served, or end. With
- * `checked`, the caller has found every request of the span to be of the fast context's
- * device, inside its width and of one access kind, which needs entry bit `need` (0x80: not
- * a plain request); else each request is checked here. */
+ * `checked`, the caller has found the span plain (block_is_plain), its requests needing
+ * entry bit `need`; else each request is checked here. */
 static HOT_INLINE uint64_t hit_span(iommu_unit *u, hit_state *st, const batch_io *io,
                                     uint64_t i, const uint64_t end, const uint32_t sid,
                                     const uint64_t high, const uint32_t need, const int checked,
@@ -1516,9 +1515,30 @@ static HOT_INLINE uint64_t hit_span(iommu_unit *u, hit_state *st, const batch_io
     return i;
 }
 
-/* Requests are looked at in blocks of this many: a block that is all one device's requests
- * of one access kind inside the width takes hit_span without per-request checks. */
-#define HIT_BLOCK 64
+/* Hit and miss runs look at requests in blocks of this many: a block that is all one
+ * device's plain requests of one access kind inside the width (block_is_plain) takes
+ * a loop without per-request checks. */
+#define RUN_BLOCK 64
+
+/* Whether requests i .. end-1 are all one device's untranslated requests of one access
+ * kind inside the width: then *need is the right they need (the IOTLB entry's bit, as
+ * right_needed, and the paging entry's: R 1, W 2). A vectorised look at the block. */
+static HOT_INLINE int block_is_plain(const batch_io *io, uint64_t i, uint64_t end,
+                                     uint32_t sid, uint64_t high, uint64_t *need)
+{
+    uint32_t other = 0, acc_or = 0, acc_and = 0xFF;
+    uint64_t wide = 0;
+    for (uint64_t k = i; k < end; k++) {
+        other |= io->sids[k] ^ sid;
+        wide |= io->iovas[k] & high;
+        acc_or |= io->accesses[k];
+        acc_and &= io->accesses[k];
+    }
+    *need = (acc_or & ACCESS_WRITE) ? SL_W : SL_R;
+    return !other && !wide && acc_or == acc_and &&
+           !(acc_or & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED));
+}
+
 
 /* Serve requests from i on while each is, for the fast context, an untranslated request
  * inside its width that an IOTLB entry serves with the right permission, the entry
@@ -1561,22 +1581,14 @@ static HOT_INLINE uint64_t hit_run(iommu_unit *u, const fast_context *f, const b
             n = i + (ring_end - st.t);
     }
     while (i < n) {
-        const uint64_t end = n - i > HIT_BLOCK ? i + HIT_BLOCK : n;
-        uint32_t other = 0, acc_or = 0, acc_and = 0xFF;
-        uint64_t wide = 0;
-        for (uint64_t k = i; k < end; k++) {
-            other |= io->sids[k] ^ sid;
-            wide |= io->iovas[k] & high;
-            acc_or |= io->accesses[k];
-            acc_and &= io->accesses[k];
-        }
-        uint64_t j;
-        if (other || wide || acc_or != acc_and)
+        const uint64_t end = n - i > RUN_BLOCK ? i + RUN_BLOCK : n;
+        uint64_t need, j;
+        if (!block_is_plain(io, i, end, sid, high, &need))
             j = hit_span(u, &st, io, i, end, sid, high, 0, 0, 0, touch, large);
         else if (st.gen_mask)
-            j = hit_span(u, &st, io, i, end, sid, high, right_needed[acc_or], 1, 1, touch, large);
+            j = hit_span(u, &st, io, i, end, sid, high, (uint32_t)need, 1, 1, touch, large);
         else
-            j = hit_span(u, &st, io, i, end, sid, high, right_needed[acc_or], 1, 0, touch, large);
+            j = hit_span(u, &st, io, i, end, sid, high, (uint32_t)need, 1, 0, touch, large);
         i = j;
         if (j < end)
             break;
@@ -1710,6 +1722,7 @@ enum { FILL_ONE_RING = 0, FILL_SET_RINGS = 1, FILL_STAMPS = 2, FILL_GENERAL = 3,
 static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
                                            const batch_io *io, uint64_t i, uint64_t n,
                                            const uint32_t levels, const int mode,
+                                           const int checked, const uint64_t checked_need,
                                            hot_counters *counters)
 {
     slot_cache *tlb = &u->iotlb;
@@ -1746,10 +1759,12 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
     uint64_t evictions = 0;
     for (; i < n; i++) {
         const uint64_t iova = iovas[i];
-        const uint32_t access = accesses[i];
-        if (sids[i] != sid ||
-            ((access & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) | (iova & high)))
+        if (!checked && (sids[i] != sid ||
+                         ((accesses[i] & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED)) |
+                          (iova & high))))
             break;
+        const uint64_t need =
+            checked ? checked_need : (accesses[i] & ACCESS_WRITE) ? SL_W : SL_R;
         const uint64_t vpn = iova >> 12;
         uint64_t home = 0;
         int32_t s = -1;
@@ -1763,9 +1778,8 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         }
 
         uint64_t perm = 7, entry = 0;
-        const uint32_t leaf_level = walk_plain(&w, slpt, levels, iova,
-                                               (access & ACCESS_WRITE) ? SL_W : SL_R, &perm,
-                                               &entry, NULL, NULL);
+        const uint32_t leaf_level = walk_plain(&w, slpt, levels, iova, need, &perm, &entry,
+                                               NULL, NULL);
         if (UNLIKELY(!leaf_level))
             break;  /* not a plain walk: the general path does it again and faults */
 
@@ -1773,8 +1787,10 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
             const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
             large_leaves += leaf_level - 1;
             out_hpa[i] = (entry & addr_mask & ~page_mask) | (iova & page_mask);
-            out_fault[i] = 0;
-            out_flags[i] = FLAG_CONTEXT_HIT;
+            if (!checked) {
+                out_fault[i] = 0;
+                out_flags[i] = FLAG_CONTEXT_HIT;
+            }
             continue;
         }
 
@@ -1803,8 +1819,10 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
             large = level_count[2] | level_count[3];
             large_leaves += leaf_level - 1;
             out_hpa[i] = base | (iova & page_mask);
-            out_fault[i] = 0;
-            out_flags[i] = FLAG_CONTEXT_HIT;
+            if (!checked) {
+                out_fault[i] = 0;
+                out_flags[i] = FLAG_CONTEXT_HIT;
+            }
             continue;
         }
         uint32_t *const set_ring =
@@ -1856,10 +1874,16 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         e->bits = (uint8_t)((perm & 7) | (entry >> 8 & 8) | (entry >> 58 & 16));  /* SNP, TM */
         large_leaves += leaf_level - 1;  /* a read fewer for each level above 1 */
         out_hpa[i] = base | (iova & page_mask);
-        out_fault[i] = 0;
-        out_flags[i] = FLAG_CONTEXT_HIT;
+        if (!checked) {
+            out_fault[i] = 0;
+            out_flags[i] = FLAG_CONTEXT_HIT;
+        }
     }
 out:
+    if (checked) {  /* the bytes of the requests served, at once */
+        memset(out_fault + first, 0, i - first);
+        memset(out_flags + first, FLAG_CONTEXT_HIT, i - first);
+    }
     if (mode == FILL_ONE_RING) {
         tlb->ring_head[0] = head;
         tlb->ring_tail[0] = tail;
@@ -1950,6 +1974,27 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
     return i;
 }
 
+/* A miss run in blocks of RUN_BLOCK requests: a plain block (block_is_plain) without the
+ * per-request checks. */
+static HOT_INLINE uint64_t miss_run_blocks(iommu_unit *u, const fast_context *f,
+                                           const batch_io *io, uint64_t i, uint64_t n,
+                                           const uint32_t levels, const int mode,
+                                           hot_counters *h)
+{
+    while (i < n) {
+        const uint64_t end = n - i > RUN_BLOCK ? i + RUN_BLOCK : n;
+        uint64_t need, j;
+        if (block_is_plain(io, i, end, f->sid, f->high, &need))
+            j = miss_run_levels(u, f, io, i, end, levels, mode, 1, need, h);
+        else
+            j = miss_run_levels(u, f, io, i, end, levels, mode, 0, 0, h);
+        i = j;
+        if (j < end)
+            break;
+    }
+    return i;
+}
+
 /* The miss loops, one function per fill kind (small functions: the compiler keeps each
  * loop's state in registers), each with one loop per level count. */
 #define MISS_RUNNER(name, mode)                                                            \
@@ -1957,10 +2002,10 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
                                   uint64_t i, uint64_t n, hot_counters *h)                 \
     {                                                                                      \
         switch (f->levels) {                                                               \
-        case 2: return miss_run_levels(u, f, io, i, n, 2, mode, h);                        \
-        case 3: return miss_run_levels(u, f, io, i, n, 3, mode, h);                        \
-        case 4: return miss_run_levels(u, f, io, i, n, 4, mode, h);                        \
-        case 5: return miss_run_levels(u, f, io, i, n, 5, mode, h);                        \
+        case 2: return miss_run_blocks(u, f, io, i, n, 2, mode, h);                        \
+        case 3: return miss_run_blocks(u, f, io, i, n, 3, mode, h);                        \
+        case 4: return miss_run_blocks(u, f, io, i, n, 4, mode, h);                        \
+        case 5: return miss_run_blocks(u, f, io, i, n, 5, mode, h);                        \
         default: return i;                                                                 \
         }                                                                                  \
     }
