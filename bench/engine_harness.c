@@ -13,7 +13,7 @@
  * a 512-entry IOTLB; `random` and `sequential` are 64 Ki pages through it (every request
  * misses, walks, fills and evicts); `walk-only` is `random` with no IOTLB. Environment:
  * IOMMU_POLICY (0 LRU, 1 FIFO, 2 random), IOMMU_TRACK_STALE (0 or 1), IOTLB (entries,
- * 512), IOTLB_WAYS (0: fully associative). Every answer is
+ * 512), IOTLB_WAYS (0: fully associative), PSC (paging-structure cache entries, 0). Every answer is
  * checked once before timing. The figures are for looking at the engine, not for quoting:
  * `iommu bench` is the reference (it runs the engine as users do, through cffi).
  */
@@ -128,6 +128,8 @@ int main(int argc, char **argv)
     cfg.track_stale = 1;
     if (getenv("IOMMU_POLICY"))
         cfg.policy = (uint32_t)atoi(getenv("IOMMU_POLICY"));
+    if (getenv("PSC"))
+        cfg.psc_entries = (uint32_t)atoi(getenv("PSC"));
     if (getenv("IOMMU_TRACK_STALE"))
         cfg.track_stale = (uint32_t)atoi(getenv("IOMMU_TRACK_STALE"));
     iommu_unit *u = unit_new(&cfg, memory);
