@@ -332,10 +332,18 @@ static inline uint64_t rng_next(uint64_t s)
 }
 
 /* Fibonacci hashing of the key: the top bits of one multiply. */
+/* The hash of a key (a, b): key_part(b) once per b (a loop keeps it for its domain), then
+ * key_home with the cache's shift, 64 - hbits. */
+static inline uint64_t key_part(uint32_t b) { return (uint64_t)b << 44 ^ (uint64_t)b; }
+
+static inline uint64_t key_home(uint64_t a, uint64_t part, uint32_t shift)
+{
+    return ((a ^ part) * 0x9E3779B97F4A7C15ull) >> shift;
+}
+
 static inline uint64_t cache_home(const slot_cache *c, uint64_t a, uint32_t b)
 {
-    uint64_t x = (a ^ (uint64_t)b << 44 ^ (uint64_t)b) * 0x9E3779B97F4A7C15ull;
-    return x >> (64u - c->hbits);
+    return key_home(a, key_part(b), 64u - c->hbits);
 }
 
 static int cache_init(slot_cache *c, uint32_t size, uint32_t policy, uint64_t seed,
@@ -705,6 +713,22 @@ typedef struct {
     uint64_t base;
 } walk_leaf;
 
+/* The leaf of a walk that ended at `level` on `entry`, with rights `perm` down to it. */
+static inline walk_leaf leaf_of(uint32_t level, uint64_t perm, uint64_t entry,
+                                uint64_t addr_mask)
+{
+    const walk_leaf leaf = {0, level, (uint32_t)(perm & 7), (uint32_t)(entry >> 11 & 1),
+                            (uint32_t)(entry >> 62 & 1),
+                            entry & addr_mask & ~((1ull << level_shift(level)) - 1)};
+    return leaf;
+}
+
+/* An IOTLB entry's bits for a leaf: R/W/X, SNP, TM. */
+static inline uint8_t iotlb_bits(const walk_leaf *leaf)
+{
+    return (uint8_t)(leaf->perm | leaf->snp << 3 | leaf->tm << 4);
+}
+
 /* The counters the hot path bumps, kept in locals (registers) for one call or one batch
  * and added to the unit's counters at its end; nothing reads counters in between. */
 typedef struct {
@@ -1024,7 +1048,7 @@ static HOT_INLINE void iotlb_fill_home(iommu_unit *u, uint32_t did, uint64_t iov
     e->tag = tag;
     e->vpn = vpn;
     e->base = leaf->base;
-    e->bits = (uint8_t)(leaf->perm | leaf->snp << 3 | leaf->tm << 4);
+    e->bits = iotlb_bits(leaf);
     e->gen = *u->mem->generation;
     u->iotlb_level_count[leaf->level]++;
 }
@@ -1371,7 +1395,7 @@ static void fast_context_set(iommu_unit *u, fast_context *f)
     const context_entry *ctx = f->ctx;
     f->levels = ctx->aw + 2;
     f->tag = iotlb_tag(ctx->did, 1);
-    f->key = (uint64_t)f->tag << 44 ^ (uint64_t)f->tag;
+    f->key = key_part(f->tag);
     f->high = ctx->width < 64 ? ~0ull << ctx->width : 0;
     /* Pass-through never uses the IOTLB; a context entry changed in memory since it was
      * cached needs the stale check on every request. (A flag of its own: an address mask
@@ -1461,7 +1485,7 @@ static HOT_INLINE uint64_t hit_span(iommu_unit *u, hit_state *st, const batch_io
         const uint64_t vpn = iova >> 12;
         /* cache_find, with the keys read from the entries (the same values); the rest of
          * a chain out of line, so the loop keeps its registers */
-        int32_t s = bucket[((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift];
+        int32_t s = bucket[key_home(vpn, key, hshift)];
         if (s >= 0 && !(values[s].vpn == vpn && values[s].tag == tag))
             s = iotlb_chain_find(st->chain, values, s, vpn, tag);
         uint64_t page_mask = PAGE_4K - 1;
@@ -1538,7 +1562,6 @@ static HOT_INLINE int block_is_plain(const batch_io *io, uint64_t i, uint64_t en
     return !other && !wide && acc_or == acc_and &&
            !(acc_or & (ACCESS_TRANSLATION_REQUEST | ACCESS_TRANSLATED));
 }
-
 
 /* Serve requests from i on while each is, for the fast context, an untranslated request
  * inside its width that an IOTLB entry serves with the right permission, the entry
@@ -1713,6 +1736,21 @@ static HOT_INLINE uint32_t walk_plain(walk_memo *w, uint64_t table, const uint32
  * a set with a free slot always takes iotlb_fill_home. */
 enum { FILL_ONE_RING = 0, FILL_SET_RINGS = 1, FILL_STAMPS = 2, FILL_GENERAL = 3, FILL_NONE = 4 };
 
+/* A miss served at request i, its walk ended at leaf_level: its host address, and (not
+ * `checked`: a plain block writes them once for all its requests) its fault and flag
+ * bytes; *large_leaves counts the reads a walk ending above level 1 saves. */
+static HOT_INLINE void miss_served(const batch_io *io, uint64_t i, uint64_t hpa,
+                                   uint32_t leaf_level, uint64_t *large_leaves,
+                                   const int checked)
+{
+    *large_leaves += leaf_level - 1;
+    io->out_hpa[i] = hpa;
+    if (!checked) {
+        io->out_fault[i] = 0;
+        io->out_flags[i] = FLAG_CONTEXT_HIT;
+    }
+}
+
 /* Serve requests from i on while each is, for the fast context, an untranslated request
  * inside its width that misses the IOTLB at every level and whose walk is plain
  * (walk_plain): the miss path of translate() for it, with the same answers, unit state
@@ -1748,8 +1786,7 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
     const uint16_t *const sids = io->sids;
     const uint64_t *const iovas = io->iovas;
     const uint8_t *const accesses = io->accesses;
-    uint64_t *const out_hpa = io->out_hpa;
-    uint8_t *const out_fault = io->out_fault, *const out_flags = io->out_flags;
+    const batch_io out = *io;  /* (a local copy: its pointers stay in registers) */
     walk_memo w;
     walk_memo_load(&w, u);
     const uint64_t addr_mask = w.addr_mask;
@@ -1769,7 +1806,7 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         uint64_t home = 0;
         int32_t s = -1;
         if (mode != FILL_NONE) {
-            home = ((vpn ^ key) * 0x9E3779B97F4A7C15ull) >> hshift;
+            home = key_home(vpn, key, hshift);
             s = bucket[home];
             while (s >= 0 && !(key_a[s] == vpn && key_b[s] == tag))
                 s = chain[s];
@@ -1783,14 +1820,10 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         if (UNLIKELY(!leaf_level))
             break;  /* not a plain walk: the general path does it again and faults */
 
+        const walk_leaf leaf = leaf_of(leaf_level, perm, entry, addr_mask);
+        const uint64_t hpa = leaf.base | (iova & ((1ull << level_shift(leaf_level)) - 1));
         if (mode == FILL_NONE) {
-            const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
-            large_leaves += leaf_level - 1;
-            out_hpa[i] = (entry & addr_mask & ~page_mask) | (iova & page_mask);
-            if (!checked) {
-                out_fault[i] = 0;
-                out_flags[i] = FLAG_CONTEXT_HIT;
-            }
+            miss_served(&out, i, hpa, leaf_level, &large_leaves, checked);
             continue;
         }
 
@@ -1798,15 +1831,9 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         const uint64_t leaf_vpn = iova >> level_shift(leaf_level);
         const uint32_t leaf_tag = tag + (leaf_level - 1);  /* iotlb_tag(did, leaf_level) */
         if (leaf_level != 1)
-            home = ((leaf_vpn ^ ((uint64_t)leaf_tag << 44 ^ leaf_tag)) * 0x9E3779B97F4A7C15ull)
-                   >> hshift;
-        const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
-        const uint64_t base = entry & addr_mask & ~page_mask;
+            home = key_home(leaf_vpn, key_part(leaf_tag), hshift);
         const uint32_t set = mode == FILL_ONE_RING ? 0 : cache_set_of(tlb, leaf_vpn);
         if (mode == FILL_GENERAL || UNLIKELY(set_nfree[set] != 0)) {  /* (a free slot) */
-            const walk_leaf leaf = {0, leaf_level, (uint32_t)(perm & 7),
-                                    (uint32_t)(entry >> 11 & 1), (uint32_t)(entry >> 62 & 1),
-                                    base};
             if (mode == FILL_ONE_RING) {  /* the ring's ends, through the unit */
                 tlb->ring_head[0] = head;
                 tlb->ring_tail[0] = tail;
@@ -1817,12 +1844,7 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
                 tail = tlb->ring_tail[0];
             }
             large = level_count[2] | level_count[3];
-            large_leaves += leaf_level - 1;
-            out_hpa[i] = base | (iova & page_mask);
-            if (!checked) {
-                out_fault[i] = 0;
-                out_flags[i] = FLAG_CONTEXT_HIT;
-            }
+            miss_served(&out, i, hpa, leaf_level, &large_leaves, checked);
             continue;
         }
         uint32_t *const set_ring =
@@ -1868,21 +1890,16 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
             large = level_count[2] | level_count[3];
         }
         e->vpn = leaf_vpn;
-        e->base = base;
+        e->base = leaf.base;
         e->gen = gen;
         e->tag = leaf_tag;
-        e->bits = (uint8_t)((perm & 7) | (entry >> 8 & 8) | (entry >> 58 & 16));  /* SNP, TM */
-        large_leaves += leaf_level - 1;  /* a read fewer for each level above 1 */
-        out_hpa[i] = base | (iova & page_mask);
-        if (!checked) {
-            out_fault[i] = 0;
-            out_flags[i] = FLAG_CONTEXT_HIT;
-        }
+        e->bits = iotlb_bits(&leaf);
+        miss_served(&out, i, hpa, leaf_level, &large_leaves, checked);
     }
 out:
     if (checked) {  /* the bytes of the requests served, at once */
-        memset(out_fault + first, 0, i - first);
-        memset(out_flags + first, FLAG_CONTEXT_HIT, i - first);
+        memset(io->out_fault + first, 0, i - first);
+        memset(io->out_flags + first, FLAG_CONTEXT_HIT, i - first);
     }
     if (mode == FILL_ONE_RING) {
         tlb->ring_head[0] = head;
@@ -1959,13 +1976,11 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
         for (uint32_t level = top; level > leaf_level; level--)
             psc_fill(u, did, level, iova, next[level], (uint32_t)granted[level]);
         h.memory_reads += top - leaf_level + 1;
-        const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
-        const walk_leaf leaf = {0, leaf_level, (uint32_t)(perm & 7), (uint32_t)(entry >> 11 & 1),
-                                (uint32_t)(entry >> 62 & 1), entry & w.addr_mask & ~page_mask};
+        const walk_leaf leaf = leaf_of(leaf_level, perm, entry, w.addr_mask);
         iotlb_fill(u, did, iova, &leaf, &h);
         h.translations++;
         h.context_hits++;
-        io->out_hpa[i] = leaf.base | (iova & page_mask);
+        io->out_hpa[i] = leaf.base | (iova & ((1ull << level_shift(leaf_level)) - 1));
         io->out_fault[i] = 0;
         io->out_flags[i] = (uint8_t)(FLAG_CONTEXT_HIT | (pe ? FLAG_PSC_HIT : 0));
     }
