@@ -157,7 +157,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    double engine[99], base[99], ratio[99], probe_chase[99], ratio2[99];
+    double engine[99], base[99], ratio[99], probe_chase[99] = {0}, ratio2[99] = {0};
     for (int r = 0; r < repeats; r++) {  /* engine and baseline take turns */
         double t0 = seconds();
         unit_translate_batch(u, sids, iovas, accesses, n, hpa, fault, flags);

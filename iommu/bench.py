@@ -383,7 +383,7 @@ def walk_batch(engine: str, sizes: Sizes, kind: str, levels: int, page_size: int
     if baseline:
         _attach_baseline(fig, rate_figure("baseline_pointer_chase", "c", n_req, *timed[chase_run])
                          if chase_run else None)
-    if baseline:  # (no IOTLB: no probe, and no such baseline)
+        # (no IOTLB: no probe, and no such baseline)
         _attach_baseline(fig, rate_figure("baseline_probe_chase", "c", n_req,
                                           *timed[probe_chase_run]) if probe_chase_run else None,
                          key="probe_chase")
