@@ -713,20 +713,21 @@ typedef struct {
     uint64_t base;
 } walk_leaf;
 
-/* The leaf of a walk that ended at `level` on `entry`, with rights `perm` down to it. */
+/* The leaf of a walk that ended at `level` on `entry`, with rights `perm` down to it:
+ * its base is the entry's address bits above the page offset, `page_mask`. */
 static inline walk_leaf leaf_of(uint32_t level, uint64_t perm, uint64_t entry,
-                                uint64_t addr_mask)
+                                uint64_t addr_mask, uint64_t page_mask)
 {
     const walk_leaf leaf = {0, level, (uint32_t)(perm & 7), (uint32_t)(entry >> 11 & 1),
-                            (uint32_t)(entry >> 62 & 1),
-                            entry & addr_mask & ~((1ull << level_shift(level)) - 1)};
+                            (uint32_t)(entry >> 62 & 1), entry & addr_mask & ~page_mask};
     return leaf;
 }
 
-/* An IOTLB entry's bits for a leaf: R/W/X, SNP, TM. */
-static inline uint8_t iotlb_bits(const walk_leaf *leaf)
+/* An IOTLB entry's bits: the rights R/W/X (perm), and SNP and TM from the leaf entry's
+ * bits 11 and 62. */
+static inline uint8_t iotlb_bits(uint64_t perm, uint64_t leaf_entry)
 {
-    return (uint8_t)(leaf->perm | leaf->snp << 3 | leaf->tm << 4);
+    return (uint8_t)((perm & 7) | (leaf_entry >> 8 & 8) | (leaf_entry >> 58 & 16));
 }
 
 /* The counters the hot path bumps, kept in locals (registers) for one call or one batch
@@ -1048,7 +1049,7 @@ static HOT_INLINE void iotlb_fill_home(iommu_unit *u, uint32_t did, uint64_t iov
     e->tag = tag;
     e->vpn = vpn;
     e->base = leaf->base;
-    e->bits = iotlb_bits(leaf);
+    e->bits = iotlb_bits(leaf->perm, (uint64_t)leaf->snp << 11 | (uint64_t)leaf->tm << 62);
     e->gen = *u->mem->generation;
     u->iotlb_level_count[leaf->level]++;
 }
@@ -1738,17 +1739,16 @@ enum { FILL_ONE_RING = 0, FILL_SET_RINGS = 1, FILL_STAMPS = 2, FILL_GENERAL = 3,
 
 /* A miss served at request i, its walk ended at leaf_level: its host address, and (not
  * `checked`: a plain block writes them once for all its requests) its fault and flag
- * bytes; *large_leaves counts the reads a walk ending above level 1 saves. */
-static HOT_INLINE void miss_served(const batch_io *io, uint64_t i, uint64_t hpa,
-                                   uint32_t leaf_level, uint64_t *large_leaves,
-                                   const int checked)
+ * bytes. Returns the reads its walk saved by ending above level 1. */
+static HOT_INLINE uint64_t miss_served(const batch_io *io, uint64_t i, uint64_t hpa,
+                                       uint32_t leaf_level, const int checked)
 {
-    *large_leaves += leaf_level - 1;
     io->out_hpa[i] = hpa;
     if (!checked) {
         io->out_fault[i] = 0;
         io->out_flags[i] = FLAG_CONTEXT_HIT;
     }
+    return leaf_level - 1;
 }
 
 /* Serve requests from i on while each is, for the fast context, an untranslated request
@@ -1820,10 +1820,11 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         if (UNLIKELY(!leaf_level))
             break;  /* not a plain walk: the general path does it again and faults */
 
-        const walk_leaf leaf = leaf_of(leaf_level, perm, entry, addr_mask);
-        const uint64_t hpa = leaf.base | (iova & ((1ull << level_shift(leaf_level)) - 1));
+        const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
+        const walk_leaf leaf = leaf_of(leaf_level, perm, entry, addr_mask, page_mask);
+        const uint64_t hpa = leaf.base | (iova & page_mask);
         if (mode == FILL_NONE) {
-            miss_served(&out, i, hpa, leaf_level, &large_leaves, checked);
+            large_leaves += miss_served(&out, i, hpa, leaf_level, checked);
             continue;
         }
 
@@ -1844,7 +1845,7 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
                 tail = tlb->ring_tail[0];
             }
             large = level_count[2] | level_count[3];
-            miss_served(&out, i, hpa, leaf_level, &large_leaves, checked);
+            large_leaves += miss_served(&out, i, hpa, leaf_level, checked);
             continue;
         }
         uint32_t *const set_ring =
@@ -1893,8 +1894,8 @@ static HOT_INLINE uint64_t miss_run_levels(iommu_unit *u, const fast_context *f,
         e->base = leaf.base;
         e->gen = gen;
         e->tag = leaf_tag;
-        e->bits = iotlb_bits(&leaf);
-        miss_served(&out, i, hpa, leaf_level, &large_leaves, checked);
+        e->bits = iotlb_bits(perm, entry);
+        large_leaves += miss_served(&out, i, hpa, leaf_level, checked);
     }
 out:
     if (checked) {  /* the bytes of the requests served, at once */
@@ -1976,11 +1977,12 @@ NOINLINE static uint64_t miss_run_psc(iommu_unit *u, const fast_context *f, cons
         for (uint32_t level = top; level > leaf_level; level--)
             psc_fill(u, did, level, iova, next[level], (uint32_t)granted[level]);
         h.memory_reads += top - leaf_level + 1;
-        const walk_leaf leaf = leaf_of(leaf_level, perm, entry, w.addr_mask);
+        const uint64_t page_mask = (1ull << level_shift(leaf_level)) - 1;
+        const walk_leaf leaf = leaf_of(leaf_level, perm, entry, w.addr_mask, page_mask);
         iotlb_fill(u, did, iova, &leaf, &h);
         h.translations++;
         h.context_hits++;
-        io->out_hpa[i] = leaf.base | (iova & ((1ull << level_shift(leaf_level)) - 1));
+        io->out_hpa[i] = leaf.base | (iova & page_mask);
         io->out_fault[i] = 0;
         io->out_flags[i] = (uint8_t)(FLAG_CONTEXT_HIT | (pe ? FLAG_PSC_HIT : 0));
     }
